@@ -1,0 +1,1 @@
+"""The compiled hot path (Cython), installed as gateway._fastpath."""
