@@ -94,6 +94,12 @@ cdef class ChunkedDecoder:
     cdef int error_status
     cdef str error_code
     cdef str error_message
+    # Additions (parser.pyx internals): hex digits of the current chunk-size, bytes of the current
+    # chunk-size line's extensions (bounded), and where the trailer section began in the buffer
+    # of the step call that saw the last-chunk (so a caller holding one buffer can read trailers).
+    cdef int size_digits
+    cdef Py_ssize_t ext_bytes
+    cdef Py_ssize_t trailer_start
 
     cdef void reset(self) noexcept
     # Consume from buf[0:n]; *consumed says how many bytes belong to the chunked body so far.
