@@ -1,0 +1,306 @@
+"""The gateway's configuration: one TOML file decoded into frozen msgspec Structs.
+
+The config is built once (at start and on reload) and then only read: workers
+keep a reference to the whole `Config` and swap it on reload. Durations are
+stored as float seconds and sizes as int bytes, whatever units the file used.
+
+    config = load_config("gateway.toml")      # raises ConfigError listing every problem
+    config.server.header_timeout               # 10.0
+    config.routes[0].display_name              # "api" or "routes[0]"
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+from .config_decode import (
+    INVALID,
+    LOADER_FILLED,
+    Duration,
+    Issues,
+    Size,
+    StructDecoder,
+    UnitMarker,
+)
+from .config_rules import RuleChecker, parse_listen, parse_target, route_path_params
+from .units import DURATION_PATTERN, SIZE_PATTERN, format_duration, format_size
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "HealthCheck",
+    "Route",
+    "Server",
+    "StaticResponse",
+    "Upstream",
+    "config_json_schema",
+    "load_config",
+    "parse_config",
+    "parse_listen",
+    "parse_target",
+    "route_path_params",
+]
+
+KiB = 1024
+MiB = 1024 * KiB
+GiB = 1024 * MiB
+
+
+class ConfigError(Exception):
+    """The config file is unusable; `errors` holds one line per problem, each naming its key."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("\n".join(errors))
+        self.errors = errors
+
+
+def _doc(description: str) -> Meta:
+    return Meta(description=description)
+
+
+class Server(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The listening side: address, worker processes, client limits and timeouts."""
+
+    listen: Annotated[
+        str, _doc('Address to listen on: "host:port", "[::1]:port", or ":port" for all interfaces.')
+    ] = "127.0.0.1:8080"
+    workers: Annotated[
+        int, Meta(ge=0), _doc("Worker processes sharing the socket; 0 = one per CPU core.")
+    ] = 1
+    access_log: Annotated[
+        str, _doc('Where access log lines go: "off", "stdout", "stderr" or a file path.')
+    ] = "stdout"
+    max_request_target: Annotated[
+        Size, _doc("Longest request target (path + query) accepted; longer gets 414.")
+    ] = 8 * KiB
+    max_header_size: Annotated[
+        Size, _doc("Largest request head (request line + headers) accepted; larger gets 431.")
+    ] = 16 * KiB
+    max_header_fields: Annotated[
+        int, Meta(ge=1, le=256), _doc("Most header fields in one request (1 to 256); more gets 431.")
+    ] = 100
+    max_body_size: Annotated[Size, _doc("Largest request body accepted; larger gets 413. 0 = unlimited.")] = (
+        GiB
+    )
+    header_timeout: Annotated[Duration, _doc("The whole request head must arrive within this, else 408.")] = (
+        10.0
+    )
+    body_timeout: Annotated[Duration, _doc("Longest gap between two reads of a request body, else 408.")] = (
+        60.0
+    )
+    keepalive_timeout: Annotated[Duration, _doc("An idle client connection is closed after this.")] = 75.0
+    keepalive_requests: Annotated[
+        int, Meta(ge=0), _doc("Requests served on one client connection before closing it; 0 = unlimited.")
+    ] = 0
+    drain_timeout: Annotated[
+        Duration, _doc("On SIGTERM, in-flight requests get this long to finish before workers exit.")
+    ] = 30.0
+
+
+class HealthCheck(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Active health checks: a GET to each target every `interval`."""
+
+    path: Annotated[str, _doc("Path requested on each target.")] = "/health"
+    interval: Annotated[Duration, _doc("Time between two checks of one target.")] = 5.0
+    timeout: Annotated[Duration, _doc("A check not answered within this counts as failed.")] = 1.0
+    healthy_threshold: Annotated[
+        int, Meta(ge=1), _doc("Consecutive passed checks that bring an ejected target back.")
+    ] = 2
+    unhealthy_threshold: Annotated[
+        int, Meta(ge=1), _doc("Consecutive failed checks that eject a target.")
+    ] = 2
+    expect_status: Annotated[
+        list[Annotated[int, Meta(ge=100, le=599)]],
+        _doc("Status codes that count as healthy; empty = any 200-399."),
+    ] = []
+
+
+class Upstream(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A named group of targets that routes proxy to."""
+
+    targets: Annotated[
+        list[str], Meta(min_length=1), _doc('Target addresses, each "host:port" or "[ipv6]:port". Required.')
+    ]
+    balance: Annotated[
+        Literal["round_robin", "least_conn", "hash"],
+        _doc(
+            "How a target is picked: round_robin, least_conn (fewest in-flight requests) "
+            "or hash (by hash_on)."
+        ),
+    ] = "round_robin"
+    hash_on: Annotated[
+        str | None,
+        _doc(
+            'What balance = "hash" hashes: "header:NAME", "cookie:NAME" or "ip". '
+            'Required iff balance = "hash".'
+        ),
+    ] = None
+    keepalive: Annotated[
+        int, Meta(ge=0), _doc("Idle pooled connections kept per target; 0 = no pooling.")
+    ] = 64
+    keepalive_timeout: Annotated[Duration, _doc("An idle pooled connection is closed after this.")] = 60.0
+    connect_timeout: Annotated[
+        Duration, _doc("Connecting to a target must finish within this, else 502.")
+    ] = 1.0
+    read_timeout: Annotated[Duration, _doc("Longest gap between two reads from the target, else 504.")] = 30.0
+    send_timeout: Annotated[Duration, _doc("Longest gap between two writes to the target.")] = 30.0
+    retries: Annotated[
+        int,
+        Meta(ge=0),
+        _doc("Retries of an idempotent request on another target when connecting fails."),
+    ] = 1
+    max_fails: Annotated[
+        int, Meta(ge=0), _doc("Passive health: consecutive failures that eject a target; 0 = off.")
+    ] = 3
+    fail_timeout: Annotated[Duration, _doc("Passive health: how long an ejected target stays out.")] = 10.0
+    health: Annotated[HealthCheck | None, _doc("Active health checks; absent = none.")] = None
+
+
+class StaticResponse(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A fixed response answered by the gateway itself (health checks, redirects, stubs)."""
+
+    status: Annotated[int, Meta(ge=200, le=599), _doc("Status code, 200 to 599.")] = 200
+    body: Annotated[str, _doc("Response body.")] = ""
+    content_type: Annotated[str, _doc("Content-Type of the body.")] = "text/plain; charset=utf-8"
+    headers: Annotated[
+        dict[str, str], _doc("Extra response headers (Content-Length and framing are set by the gateway).")
+    ] = {}
+
+
+class Route(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Which requests go where: a path pattern (plus optional host and methods) and one handler."""
+
+    name: Annotated[str | None, _doc('Name used in logs and metrics; defaults to "routes[<index>]".')] = None
+    path: Annotated[
+        str,
+        _doc(
+            'Path pattern: "/exact", "/users/{id}", "/files/{proxy+}" (greedy, last) or "$default". Required.'
+        ),
+    ]
+    host: Annotated[
+        str | None, _doc('Host to match: exact "api.example.com" or wildcard "*.example.com"; absent = any.')
+    ] = None
+    methods: Annotated[list[str] | None, _doc('Methods to match, e.g. ["GET", "POST"]; absent = any.')] = None
+    upstream: Annotated[str | None, _doc("Name of the [upstreams] entry to proxy to.")] = None
+    static: Annotated[StaticResponse | None, _doc("Answer with a fixed response instead of proxying.")] = None
+    strip_prefix: Annotated[
+        str | None, _doc('Removed from the start of the path before proxying, e.g. "/api".')
+    ] = None
+    rewrite: Annotated[
+        str | None, _doc('Upstream path template; path parameters are substituted, e.g. "/v2/{proxy}".')
+    ] = None
+    preserve_host: Annotated[
+        bool, _doc("Send the client's Host header upstream instead of the target's host:port.")
+    ] = False
+    # Position in the routes array; set by the loader, not read from TOML.
+    index: Annotated[int, LOADER_FILLED] = -1
+
+    @property
+    def display_name(self) -> str:
+        """The name for logs: `name`, or ``routes[<index>]`` when the route has none."""
+        return self.name if self.name is not None else f"routes[{self.index}]"
+
+
+class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A whole lambdagate config file."""
+
+    server: Annotated[Server, _doc("The listening side.")] = msgspec.field(default_factory=Server)
+    upstreams: Annotated[dict[str, Upstream], _doc("Named upstream groups.")] = {}
+    routes: Annotated[
+        list[Route], _doc("Routes: which requests go to which upstream or static response.")
+    ] = []
+    # The file the config was loaded from, as the user wrote it; set by the loader, not read from TOML.
+    source: Annotated[str, LOADER_FILLED] = "<string>"
+
+
+# --- loading -------------------------------------------------------------------------------------
+
+
+def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
+    """Read and validate a config file; raise ConfigError listing every problem found."""
+    source = os.fspath(path)
+    try:
+        with open(source, "rb") as file:
+            data = file.read()
+    except OSError as exc:
+        raise ConfigError([f"{source}: cannot read the config file: {exc.strerror or exc}"]) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{source}: the config file is not UTF-8 (byte {exc.start})"]) from None
+    return parse_config(text, source, env)
+
+
+_TOML_POSITION = re.compile(r"(?s)(.*) \(at line (\d+), column (\d+)\)")
+
+
+def parse_config(text: str, source: str = "<string>", env: Mapping[str, str] | None = None) -> Config:
+    """Validate config text; `source` names it in error lines. `env` defaults to os.environ."""
+    try:
+        document = msgspec.toml.decode(text)
+    except msgspec.DecodeError as exc:
+        message = str(exc)
+        position = _TOML_POSITION.fullmatch(message)
+        if position:
+            reason, line, column = position.groups()
+            message = f"line {line}, column {column}: invalid TOML: {reason[:1].lower()}{reason[1:]}"
+        else:
+            message = f"invalid TOML: {message}"
+        raise ConfigError([f"{source}: {message}"]) from None
+
+    issues = Issues()
+    rules = RuleChecker()
+    decoder = StructDecoder(issues, rules.validators(), os.environ if env is None else env)
+    config = decoder.decode(Config, document, "")
+    upstreams = document.get("upstreams")
+    rules.check_references(upstreams if isinstance(upstreams, dict) else (), issues)
+    if issues or config is INVALID:
+        raise ConfigError(issues.lines(source))
+    routes = [msgspec.structs.replace(route, index=index) for index, route in enumerate(config.routes)]
+    result: Config = msgspec.structs.replace(config, routes=routes, source=source)
+    return result
+
+
+# --- JSON Schema ---------------------------------------------------------------------------------
+
+
+def config_json_schema() -> dict[str, Any]:
+    """A JSON Schema for the config file (durations and sizes as strings with patterns)."""
+    schema = msgspec.json.schema(Config)
+    definitions: dict[str, Any] = schema["$defs"]
+    for struct in (Config, Server, Upstream, HealthCheck, StaticResponse, Route):
+        properties: dict[str, Any] = definitions[struct.__name__]["properties"]
+        for info in msgspec.structs.fields(struct):
+            metadata = getattr(info.type, "__metadata__", ())
+            if LOADER_FILLED in metadata:
+                del properties[info.encode_name]
+                continue
+            unit = next((m for m in metadata if isinstance(m, UnitMarker)), None)
+            if unit is not None:
+                properties[info.encode_name] = _unit_schema(unit, properties[info.encode_name], info.default)
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "lambdagate configuration",
+        **schema,
+    }
+
+
+def _unit_schema(unit: UnitMarker, generated: dict[str, Any], default: Any) -> dict[str, Any]:
+    described = {key: value for key, value in generated.items() if key == "description"}
+    if unit.kind == "duration":
+        unit_schema: dict[str, Any] = {"type": "string", "pattern": DURATION_PATTERN}
+        if default is not msgspec.NODEFAULT:
+            unit_schema["default"] = format_duration(default)
+    else:
+        unit_schema = {
+            "anyOf": [{"type": "string", "pattern": SIZE_PATTERN}, {"type": "integer", "minimum": 0}],
+        }
+        if default is not msgspec.NODEFAULT:
+            unit_schema["default"] = format_size(default)
+    return {**unit_schema, **described}

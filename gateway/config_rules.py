@@ -1,0 +1,388 @@
+"""Semantic checks on a decoded config: the rules a type annotation cannot express.
+
+Each check reports into an `Issues` list instead of raising, so one run of
+``lambdagate check`` shows every problem in the file. The syntax helpers
+(`parse_listen`, `parse_target`, `route_path_params`) are public because the
+router and the upstream pool parse the same strings.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from .config_decode import Issues, Validator, close_match_hint, key_path
+from .units import describe_value
+
+if TYPE_CHECKING:
+    from .config import HealthCheck, Route, Server, StaticResponse, Upstream
+
+__all__ = [
+    "RuleChecker",
+    "parse_listen",
+    "parse_target",
+    "route_path_params",
+    "route_path_shape",
+]
+
+# RFC 9110 token characters: method names, header names, cookie names.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+_HOST_LABEL = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
+_UPSTREAM_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+_DEFAULT_ROUTE = "$default"
+
+
+# --- addresses -----------------------------------------------------------------------------------
+
+
+def _split_host_port(value: str, what: str) -> tuple[str, int]:
+    expected = f"expected {what}, got {describe_value(value)}"
+    if value.startswith("["):
+        host, sep, port_text = value[1:].partition("]:")
+        if not sep:
+            raise ValueError(expected)
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"{expected} ({describe_value(host)} is not an IPv6 address)") from None
+    else:
+        host, sep, port_text = value.rpartition(":")
+        if not sep:
+            raise ValueError(f"{expected} (the port is missing)")
+        if ":" in host:
+            raise ValueError(f'{expected} (write IPv6 addresses in brackets: "[::1]:8080")')
+        if host and not _valid_hostname(host):
+            raise ValueError(f"{expected} ({describe_value(host)} is not a valid host name or address)")
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ValueError(f"{expected} (the port must be a number from 1 to 65535)")
+    return host, int(port_text)
+
+
+def _valid_hostname(host: str) -> bool:
+    return len(host) <= 253 and all(_HOST_LABEL.fullmatch(label) for label in host.split("."))
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """``"127.0.0.1:8080"``, ``"[::1]:8080"``, ``":8080"`` / ``"*:8080"`` -> (host, port); host "" = all."""
+    if value.startswith("*:"):
+        value = value[1:]
+    return _split_host_port(value, 'an address like "127.0.0.1:8080", "[::1]:8080" or ":8080"')
+
+
+def parse_target(value: str) -> tuple[str, int]:
+    """An upstream target ``"host:port"`` or ``"[v6]:port"`` -> (host, port); the host is required."""
+    host, port = _split_host_port(
+        value, 'a target like "10.0.0.5:9000", "backend.internal:80" or "[::1]:9000"'
+    )
+    if not host:
+        raise ValueError(
+            f'expected a target with a host, like "127.0.0.1:{port}", got {describe_value(value)}'
+        )
+    return host, port
+
+
+# --- route paths ---------------------------------------------------------------------------------
+
+
+def route_path_params(path: str) -> tuple[str, ...]:
+    """Validate a route path and return its parameter names in order.
+
+    ``"/exact"``, ``"/users/{id}"``, ``"/files/{proxy+}"`` (greedy, last segment only)
+    or ``"$default"`` (the catch-all route). Raises ValueError saying what is wrong.
+    """
+    if path == _DEFAULT_ROUTE:
+        return ()
+    if not path.startswith("/"):
+        raise ValueError(f'expected a path starting with "/" (or "$default"), got {describe_value(path)}')
+    if any(char in path for char in "?# ") or not path.isprintable():
+        raise ValueError(
+            f"expected a URL path without spaces, query (?) or fragment (#), got {describe_value(path)}"
+        )
+    segments = path[1:].split("/")
+    names: list[str] = []
+    for position, segment in enumerate(segments):
+        if "{" not in segment and "}" not in segment:
+            continue
+        match = _PLACEHOLDER.fullmatch(segment)
+        if match is None:
+            raise ValueError(
+                f"a parameter must be a whole segment like /{{id}}, got {describe_value(segment)} "
+                f"in {describe_value(path)}"
+            )
+        name = match.group(1)
+        greedy = name.endswith("+")
+        name = name.removesuffix("+")
+        if not _PARAM_NAME.fullmatch(name):
+            raise ValueError(
+                f"parameter names are letters, digits and _ (not starting with a digit), "
+                f"got {describe_value(segment)} in {describe_value(path)}"
+            )
+        if greedy and position != len(segments) - 1:
+            raise ValueError(
+                f"a greedy parameter {{{name}+}} must be the last segment, in {describe_value(path)}"
+            )
+        if name in names:
+            raise ValueError(f"parameter {describe_value(name)} appears twice in {describe_value(path)}")
+        names.append(name)
+    return tuple(names)
+
+
+def route_path_shape(path: str) -> str:
+    """The path with parameter names erased: ``/users/{id}`` and ``/users/{uid}`` match the same requests."""
+    return _PLACEHOLDER.sub(lambda m: "{+}" if m.group(1).endswith("+") else "{}", path)
+
+
+def _literal_prefix(path: str) -> str:
+    return path.split("{", 1)[0]
+
+
+# --- the checker ---------------------------------------------------------------------------------
+
+
+class RuleChecker:
+    """Per-Struct validators for StructDecoder plus the cross-reference checks run after it.
+
+    One instance per load: it remembers the routes that passed their own checks so
+    `check_references` can compare them with each other and with the upstreams.
+    """
+
+    def __init__(self) -> None:
+        self._routes: list[tuple[str, Route]] = []
+
+    def validators(self) -> dict[type, Validator]:
+        from .config import HealthCheck, Route, Server, StaticResponse, Upstream
+
+        return {
+            Server: self.check_server,
+            Upstream: self.check_upstream,
+            HealthCheck: self.check_health,
+            StaticResponse: self.check_static,
+            Route: self.check_route,
+        }
+
+    def check_server(self, server: Server, path: str, issues: Issues, broken: frozenset[str]) -> Server:
+        try:
+            parse_listen(server.listen)
+        except ValueError as exc:
+            issues.add(key_path(path, "listen"), str(exc))
+        if not server.access_log:
+            issues.add(
+                key_path(path, "access_log"), 'expected "off", "stdout", "stderr" or a file path, got ""'
+            )
+        for name in ("max_request_target", "max_header_size"):
+            if getattr(server, name) == 0:
+                issues.add(key_path(path, name), "expected a size above 0")
+        return server
+
+    def check_upstream(
+        self, upstream: Upstream, path: str, issues: Issues, broken: frozenset[str]
+    ) -> Upstream:
+        if not upstream.targets:
+            issues.add(key_path(path, "targets"), 'expected at least one target like "127.0.0.1:9000"')
+        for index, target in enumerate(upstream.targets):
+            try:
+                parse_target(target)
+            except ValueError as exc:
+                issues.add(key_path(key_path(path, "targets"), index), str(exc))
+        hash_path = key_path(path, "hash_on")
+        hash_forms = 'expected "header:NAME", "cookie:NAME" or "ip"'
+        if broken & {"balance", "hash_on"}:
+            pass  # one of them is already reported; comparing with a default would mislead
+        elif upstream.balance == "hash" and upstream.hash_on is None:
+            issues.add(hash_path, f'required when balance = "hash" ({hash_forms})')
+        elif upstream.hash_on is not None and upstream.balance != "hash":
+            issues.add(hash_path, f'only used with balance = "hash" (balance is "{upstream.balance}")')
+        elif upstream.hash_on is not None and not _valid_hash_on(upstream.hash_on):
+            issues.add(hash_path, f"{hash_forms}, got {describe_value(upstream.hash_on)}")
+        return upstream
+
+    def check_health(
+        self, health: HealthCheck, path: str, issues: Issues, broken: frozenset[str]
+    ) -> HealthCheck:
+        if not health.path.startswith("/"):
+            issues.add(
+                key_path(path, "path"),
+                f'expected a path starting with "/", got {describe_value(health.path)}',
+            )
+        for name in ("interval", "timeout"):
+            if getattr(health, name) <= 0:
+                issues.add(key_path(path, name), "expected a duration above 0")
+        return health
+
+    def check_static(
+        self, static: StaticResponse, path: str, issues: Issues, broken: frozenset[str]
+    ) -> StaticResponse:
+        if static.body and (static.status in (204, 304)):
+            issues.add(key_path(path, "body"), f"a {static.status} response cannot have a body")
+        if _has_line_break(static.content_type):
+            issues.add(key_path(path, "content_type"), "must not contain line breaks")
+        headers_path = key_path(path, "headers")
+        for name, value in static.headers.items():
+            header_path = key_path(headers_path, name)
+            lowered = name.lower()
+            if not _TOKEN.fullmatch(name):
+                issues.add(
+                    header_path, f"expected a header name (letters, digits, -), got {describe_value(name)}"
+                )
+            elif lowered in ("content-length", "transfer-encoding", "connection"):
+                issues.add(header_path, "is set by the gateway (it frames the response itself)")
+            elif lowered == "content-type":
+                issues.add(header_path, "set it with content_type instead")
+            if _has_line_break(value):
+                issues.add(header_path, "header values must not contain line breaks")
+        return static
+
+    def check_route(self, route: Route, path: str, issues: Issues, broken: frozenset[str]) -> Route:
+        errors_before = len(issues)
+        if broken & {"upstream", "static"}:
+            pass  # already reported; the handler check would only add noise
+        elif route.upstream is None and route.static is None:
+            issues.add(path, 'needs either upstream = "<name>" or static = { status = ..., body = ... }')
+        elif route.upstream is not None and route.static is not None:
+            issues.add(path, "has both upstream and static; a route has exactly one of them")
+        if route.name is not None and not route.name.strip():
+            issues.add(key_path(path, "name"), "must not be empty (leave it out to use the position)")
+        params: tuple[str, ...] | None = None
+        try:
+            params = route_path_params(route.path)
+        except ValueError as exc:
+            issues.add(key_path(path, "path"), str(exc))
+        route = self._normalise_route(route, path, issues)
+        if route.static is not None:
+            for name in ("strip_prefix", "rewrite"):
+                if getattr(route, name) is not None:
+                    issues.add(key_path(path, name), "only applies to routes with an upstream")
+            if route.preserve_host:
+                issues.add(key_path(path, "preserve_host"), "only applies to routes with an upstream")
+        if route.strip_prefix is not None:
+            self._check_strip_prefix(route, key_path(path, "strip_prefix"), issues)
+        if route.rewrite is not None:
+            self._check_rewrite(route.rewrite, params, key_path(path, "rewrite"), issues)
+        if len(issues) == errors_before and not broken:
+            self._routes.append((path, route))
+        return route
+
+    def _normalise_route(self, route: Route, path: str, issues: Issues) -> Route:
+        """Methods upper-cased and de-duplicated, host lower-cased: both are case-insensitive to match."""
+        methods = route.methods
+        if methods is not None:
+            methods_path = key_path(path, "methods")
+            if not methods:
+                issues.add(methods_path, "expected at least one method (leave methods out to allow any)")
+            for index, method in enumerate(methods):
+                if not _TOKEN.fullmatch(method):
+                    issues.add(
+                        key_path(methods_path, index),
+                        f'expected an HTTP method like "GET", got {describe_value(method)}',
+                    )
+            methods = list(dict.fromkeys(method.upper() for method in methods))
+        host = route.host
+        if host is not None:
+            host = host.lower()
+            if not _valid_host_pattern(host):
+                issues.add(
+                    key_path(path, "host"),
+                    'expected a host name like "api.example.com" or "*.example.com", '
+                    f"got {describe_value(route.host)}",
+                )
+        return msgspec.structs.replace(route, methods=methods, host=host)
+
+    def _check_strip_prefix(self, route: Route, path: str, issues: Issues) -> None:
+        prefix = route.strip_prefix or ""
+        if not prefix.startswith("/"):
+            issues.add(path, f'expected a path prefix starting with "/", got {describe_value(prefix)}')
+        elif route.rewrite is not None:
+            issues.add(path, "cannot be combined with rewrite (rewrite replaces the whole path)")
+        elif route.path != _DEFAULT_ROUTE and not _literal_prefix(route.path).startswith(prefix):
+            issues.add(
+                path,
+                f"{describe_value(prefix)} is not a prefix of every path the route matches "
+                f"({describe_value(route.path)})",
+            )
+
+    def _check_rewrite(self, rewrite: str, params: tuple[str, ...] | None, path: str, issues: Issues) -> None:
+        if not rewrite.startswith("/"):
+            issues.add(path, f'expected a path template starting with "/", got {describe_value(rewrite)}')
+            return
+        stripped = _PLACEHOLDER.sub("", rewrite)
+        if "{" in stripped or "}" in stripped:
+            issues.add(path, f"unbalanced braces in {describe_value(rewrite)}")
+        if params is None:
+            return  # the path itself is invalid and already reported
+        for name in _PLACEHOLDER.findall(rewrite):
+            if name not in params:
+                known = ", ".join(f"{{{param}}}" for param in params) or "none"
+                issues.add(path, f"{{{name}}} is not a parameter of the route path (its parameters: {known})")
+
+    def check_references(self, upstream_names: Iterable[str], issues: Issues) -> None:
+        """Routes name existing upstreams, and no two routes claim the same requests."""
+        names = sorted(upstream_names)
+        for name in names:
+            if not _UPSTREAM_NAME.fullmatch(name):
+                issues.add(
+                    key_path("upstreams", name), "upstream names may use letters, digits, '_', '-' and '.'"
+                )
+        seen: dict[tuple[str | None, str], list[tuple[str, Route]]] = {}
+        for path, route in self._routes:
+            if route.upstream is not None and route.upstream not in names:
+                hint = close_match_hint(route.upstream, names) or (
+                    "" if names else " (no [upstreams] are defined)"
+                )
+                issues.add(
+                    key_path(path, "upstream"), f"no upstream named {describe_value(route.upstream)}{hint}"
+                )
+            key = (route.host, route_path_shape(route.path))
+            for other_path, other in seen.get(key, []):
+                overlap = _method_overlap(route.methods, other.methods)
+                if overlap:
+                    issues.add(
+                        path,
+                        f"matches the same requests as {other_path}{_named(other)} "
+                        f"(host {describe_value(route.host) if route.host else 'any'}, "
+                        f"path {describe_value(route.path)}, methods {overlap})",
+                    )
+            seen.setdefault(key, []).append((path, route))
+
+
+def _named(route: Route) -> str:
+    return f" ({describe_value(route.name)})" if route.name else ""
+
+
+def _method_overlap(first: list[str] | None, second: list[str] | None) -> str:
+    if first is None and second is None:
+        return "any"
+    if first is None or second is None:
+        return ", ".join(first or second or [])
+    return ", ".join(method for method in first if method in second)
+
+
+def _valid_host_pattern(host: str) -> bool:
+    if host.startswith("["):
+        try:
+            _split_host_port(host if "]:" in host else f"{host}:80", "")
+        except ValueError:
+            return False
+        return True
+    name, _, port = host.partition(":")
+    if port and not (port.isdigit() and 1 <= int(port) <= 65535):
+        return False
+    if name.startswith("*."):
+        name = name[2:]
+    return bool(name) and _valid_hostname(name)
+
+
+def _valid_hash_on(value: str) -> bool:
+    if value == "ip":
+        return True
+    kind, sep, name = value.partition(":")
+    return bool(sep) and kind in ("header", "cookie") and bool(_TOKEN.fullmatch(name))
+
+
+def _has_line_break(value: str) -> bool:
+    return any(char in value for char in "\r\n\0")
