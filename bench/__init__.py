@@ -1,0 +1,1 @@
+"""Benchmarks: the wrk-vs-nginx proxy harness, the idle-connection memory check and micro-benchmarks."""
