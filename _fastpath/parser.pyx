@@ -351,6 +351,10 @@ cdef Py_ssize_t scan_fields(MessageHead h, const unsigned char* b, Py_ssize_t p,
         f.value.off = vstart
         f.value.len = vend - vstart
         p += 2
+        if p < n and (b[p] == SP or b[p] == HTAB):
+            # Report a folded value as folding, before judging the unfolded part of it.
+            h.set_error(400, "obs_fold", "A header line must not start with whitespace (obsolete line folding)")
+            return -1
         if classify_field(h, b, f, h.nheaders, s, is_request) < 0:
             return -1
         h.nheaders += 1
