@@ -1,0 +1,105 @@
+# The client-facing HTTP/1.1 connection protocol and the per-worker gateway state it serves.
+
+from libc.stdint cimport int64_t
+
+from .buffer cimport ByteBuffer
+from .parser cimport ChunkedDecoder, RequestParser
+from .proxy cimport ProxyClient, UpstreamPool
+from .timers cimport Ticker
+
+
+cdef enum ActionKind:
+    ACTION_STATIC = 1
+    ACTION_PROXY = 2
+
+
+cdef class RouteAction:
+    cdef readonly str name
+    cdef readonly int kind
+    cdef int static_status
+    # static: status line and fixed headers (no Date, no Connection), and the body
+    cdef bytes static_head
+    cdef bytes static_body
+    # proxy
+    cdef readonly UpstreamPool pool
+    cdef bytes strip_prefix
+    cdef list rewrite_parts       # bytes literals and str parameter names, in order
+    cdef bint preserve_host
+
+
+cdef class Gateway:
+    cdef readonly object loop
+    cdef readonly object router
+    cdef bint host_routing        # some route names a host: compute the normalized Host
+    cdef Py_ssize_t max_target
+    cdef Py_ssize_t max_head
+    cdef int max_fields
+    cdef int64_t max_body         # 0 = unlimited
+    cdef double header_timeout
+    cdef double body_timeout
+    cdef double keepalive_timeout
+    cdef int keepalive_requests
+    cdef readonly object access_log
+    cdef bint log_enabled
+    cdef readonly Ticker ticker
+    cdef readonly set connections
+    cdef readonly bint draining
+    cdef object drained
+    cdef char rid_prefix[20]
+    cdef unsigned long long rid_counter
+
+    cdef bytes next_request_id(self)
+    cdef void connection_closed(self, HttpConnection conn)
+
+
+cdef class HttpConnection(ProxyClient):
+    cdef Gateway gw
+    cdef RequestParser parser
+    cdef ChunkedDecoder body_decoder
+    cdef ByteBuffer inbuf         # unparsed input (a partial head, or pipelined requests)
+    cdef ByteBuffer pending       # request bytes waiting for the upstream connection
+    cdef int state
+    cdef bint busy                # a response is being produced (the next request must wait)
+    cdef int body_kind
+    cdef int64_t body_remaining
+    cdef int64_t body_total
+    cdef bint discard_body        # read and drop the request body (static responses)
+    cdef int paused               # PAUSE_* reasons for not reading
+    cdef bint write_paused
+    cdef bytes client_ip
+    cdef int served
+    cdef RouteAction action
+    cdef bytes upstream_request   # the whole request as sent, kept to replay on a stale connection
+    cdef bint flushed_any         # some of this request has been written upstream
+    cdef Py_ssize_t host_off      # where the Host value sits in the upstream head (for retries)
+    cdef Py_ssize_t host_len
+    cdef int attempts
+    cdef object hash_key
+    cdef bint waiting_upstream
+    cdef double started
+    cdef bint head_timer
+    cdef bytes log_method
+    cdef bytes log_target
+    cdef str log_upstream
+    cdef bytes last_host_raw
+    cdef str last_host
+
+    cdef bint consuming           # inside consume(): nested completions must not re-enter it
+
+    cdef Py_ssize_t consume(self, const char* p, Py_ssize_t n, object whole) except -1
+    cdef Py_ssize_t consume_loop(self, const char* p, Py_ssize_t n, object whole) except -1
+    cdef void fail_request(self, int status, str code, str message)
+    cdef bint retry(self, UpstreamPool pool, bint fresh, object exclude)
+    cdef object compute_hash_key(self, const char* base, UpstreamPool pool)
+    cdef Py_ssize_t handle_head(self, const char* base, Py_ssize_t head_len) except -1
+    cdef Py_ssize_t feed_body(self, const char* p, Py_ssize_t n, object whole) except -1
+    cdef void body_done(self)
+    cdef void sink(self, const char* p, Py_ssize_t n, object whole)
+    cdef void flush_pending(self)
+    cdef void start_proxy(self, const char* base, RouteAction action, object params)
+    cdef void build_upstream_head(self, const char* base, RouteAction action, object params, object target)
+    cdef void respond_static(self, RouteAction action)
+    cdef void respond_error(self, int status, str code, str message, bint close, bytes extra_headers=*)
+    cdef void finish_response(self)
+    cdef void log_request(self)
+    cdef void close(self)

@@ -1,0 +1,967 @@
+# cython: language_level=3
+"""The client-facing HTTP/1.1 engine: one HttpConnection protocol object per client connection.
+
+Requests are parsed in place from the bytes uvloop hands us, routed, and answered without a
+Python coroutine: static routes and gateway errors are written straight from here, proxied
+routes are relayed through proxy.UpstreamConnection. Responses leave in request order; a
+pipelined request waits in the input buffer until the response before it is complete.
+"""
+
+import logging
+import os
+from email.utils import formatdate
+
+import msgspec
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.unicode cimport PyUnicode_DecodeLatin1
+from libc.stdint cimport int64_t
+from libc.string cimport memcmp, memcpy
+from posix.time cimport CLOCK_REALTIME, clock_gettime, timespec
+
+from .buffer cimport (
+    ByteBuffer,
+    bb_append,
+    bb_append_str,
+    bb_append_uint,
+    bb_clear,
+    bb_consume,
+    bb_free,
+    bb_len,
+    bb_take,
+)
+from .headers cimport (
+    H_CONNECTION,
+    H_EXPECT,
+    H_HOST,
+    H_OTHER,
+    H_TRANSFER_ENCODING,
+    H_X_FORWARDED_FOR,
+    H_X_FORWARDED_HOST,
+    H_X_FORWARDED_PROTO,
+    H_X_REQUEST_ID,
+    header_id,
+    is_hop_by_hop,
+    token_in_list,
+)
+from .parser cimport (
+    BODY_CHUNKED,
+    BODY_LENGTH,
+    BODY_NONE,
+    CHUNK_DATA,
+    CHUNK_DONE,
+    CHUNK_ERROR,
+    ChunkedDecoder,
+    Header,
+    RequestParser,
+)
+from .proxy cimport (
+    ACQUIRE_NO_TARGET,
+    ACQUIRE_PENDING,
+    ACQUIRE_READY,
+    PAUSE_BUFFER_FULL,
+    PAUSE_UPSTREAM_FULL,
+    UPSTREAM_BAD_RESPONSE,
+    UPSTREAM_CLOSED,
+    UPSTREAM_CONNECT_FAILED,
+    UPSTREAM_CONNECT_TIMEOUT,
+    UPSTREAM_NO_TARGET,
+    UPSTREAM_READ_TIMEOUT,
+    UPSTREAM_STALE,
+    ProxyClient,
+    UpstreamConnection,
+    UpstreamPool,
+)
+from .timers cimport Ticker, monotonic
+
+_log = logging.getLogger("lambdagate.http")
+
+# Client connection states
+cdef enum:
+    C_HEAD = 0        # waiting for (more of) a request head
+    C_BODY = 1        # reading the current request's body
+    C_CLOSED = 2
+
+# Input held back while a response is in progress; beyond it we stop reading the socket.
+cdef Py_ssize_t BUFFER_HIGH_WATER = 256 * 1024
+
+cdef ByteBuffer _out  # response builder shared by the worker's connections (single-threaded)
+
+_REASONS = {
+    100: "Continue", 200: "OK", 201: "Created", 202: "Accepted", 204: "No Content",
+    301: "Moved Permanently", 302: "Found", 303: "See Other", 304: "Not Modified",
+    307: "Temporary Redirect", 308: "Permanent Redirect", 400: "Bad Request",
+    401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+    408: "Request Timeout", 409: "Conflict", 410: "Gone", 411: "Length Required",
+    413: "Content Too Large", 414: "URI Too Long", 415: "Unsupported Media Type",
+    429: "Too Many Requests", 431: "Request Header Fields Too Large",
+    500: "Internal Server Error", 501: "Not Implemented", 502: "Bad Gateway",
+    503: "Service Unavailable", 504: "Gateway Timeout", 505: "HTTP Version Not Supported",
+}
+
+
+def reason_phrase(int status):
+    return _REASONS.get(status, "Unknown")
+
+
+# "Date: ...\r\n", refreshed by the worker's ticker (RFC 9110 §6.6.1: an origin with a clock sends it)
+cdef bytes _date_line = b""
+
+
+def refresh_date():
+    global _date_line
+    _date_line = b"Date: " + formatdate(usegmt=True).encode("ascii") + b"\r\n"
+
+
+refresh_date()
+
+_json = msgspec.json.Encoder()
+
+
+def error_body(int status, str code, str message):
+    """The JSON body of a response the gateway itself produces."""
+    return _json.encode({"error": {"status": status, "code": code, "message": message}})
+
+
+cdef str _method_str(const char* p, Py_ssize_t n):
+    # The common methods as interned constants: no allocation on the hot path.
+    if n == 3:
+        if memcmp(p, b"GET", 3) == 0:
+            return "GET"
+        if memcmp(p, b"PUT", 3) == 0:
+            return "PUT"
+    elif n == 4:
+        if memcmp(p, b"POST", 4) == 0:
+            return "POST"
+        if memcmp(p, b"HEAD", 4) == 0:
+            return "HEAD"
+    elif n == 5 and memcmp(p, b"PATCH", 5) == 0:
+        return "PATCH"
+    elif n == 6 and memcmp(p, b"DELETE", 6) == 0:
+        return "DELETE"
+    elif n == 7 and memcmp(p, b"OPTIONS", 7) == 0:
+        return "OPTIONS"
+    return PyUnicode_DecodeLatin1(p, n, NULL)
+
+
+cdef str _normalize_host(const char* p, Py_ssize_t n):
+    """Host header value -> lower-case name without port ('[::1]' keeps its brackets)."""
+    cdef Py_ssize_t end = n
+    cdef Py_ssize_t i
+    if n > 0 and p[0] == b'[':
+        for i in range(n):
+            if p[i] == b']':
+                end = i + 1
+                break
+    else:
+        for i in range(n - 1, -1, -1):
+            if p[i] == b':':
+                end = i
+                break
+    return PyUnicode_DecodeLatin1(p, end, NULL).lower()
+
+
+cdef class RouteAction:
+    """What a matched route does; built once per config and shared by every request."""
+
+    def __cinit__(self, str name):
+        self.name = name
+        self.kind = 0
+        self.pool = None
+        self.strip_prefix = None
+        self.rewrite_parts = None
+        self.preserve_host = False
+
+    @staticmethod
+    def static(str name, int status, bytes body, str content_type, dict headers):
+        cdef RouteAction a = RouteAction(name)
+        a.kind = ACTION_STATIC
+        a.static_status = status
+        head = [f"HTTP/1.1 {status} {reason_phrase(status)}\r\n".encode("latin-1")]
+        if content_type:
+            head.append(f"Content-Type: {content_type}\r\n".encode("latin-1"))
+        for key, value in headers.items():
+            head.append(f"{key}: {value}\r\n".encode("latin-1"))
+        if status != 204 and status != 304:
+            head.append(f"Content-Length: {len(body)}\r\n".encode("latin-1"))
+        a.static_head = b"".join(head)
+        a.static_body = body if status != 204 and status != 304 else b""
+        return a
+
+    @staticmethod
+    def proxy(str name, UpstreamPool pool, str strip_prefix=None, list rewrite_parts=None,
+              bint preserve_host=False):
+        cdef RouteAction a = RouteAction(name)
+        a.kind = ACTION_PROXY
+        a.pool = pool
+        a.strip_prefix = strip_prefix.encode("latin-1") if strip_prefix else None
+        a.rewrite_parts = rewrite_parts
+        a.preserve_host = preserve_host
+        return a
+
+
+cdef class Gateway:
+    """One worker's serving state: the router and limits of one config, and its connections."""
+
+    def __init__(
+        self,
+        object loop,
+        object router,
+        *,
+        bint host_routing=False,
+        Py_ssize_t max_target=8192,
+        Py_ssize_t max_head=16384,
+        int max_fields=100,
+        int64_t max_body=1 << 30,
+        double header_timeout=10.0,
+        double body_timeout=60.0,
+        double keepalive_timeout=75.0,
+        int keepalive_requests=0,
+        object access_log=None,
+        Ticker ticker=None,
+    ):
+        self.loop = loop
+        self.router = router
+        self.host_routing = host_routing
+        self.max_target = max_target
+        self.max_head = max_head
+        self.max_fields = max_fields
+        self.max_body = max_body
+        self.header_timeout = header_timeout
+        self.body_timeout = body_timeout
+        self.keepalive_timeout = keepalive_timeout
+        self.keepalive_requests = keepalive_requests
+        self.access_log = access_log
+        self.log_enabled = access_log is not None and bool(access_log.enabled)
+        self.ticker = ticker if ticker is not None else Ticker(loop, 0.1, refresh_date)
+        self.connections = set()
+        self.draining = False
+        self.drained = None
+        prefix = os.urandom(10).hex().encode("ascii")
+        memcpy(self.rid_prefix, PyBytes_AS_STRING(prefix), 20)
+        self.rid_counter = 0
+
+    def new_connection(self):
+        return HttpConnection(self)
+
+    cdef bytes next_request_id(self):
+        # 32 hex digits: a random per-worker prefix and a counter, unique without a syscall.
+        cdef char buf[32]
+        cdef unsigned long long c
+        cdef int i
+        cdef const char* digits = "0123456789abcdef"
+        self.rid_counter += 1
+        c = self.rid_counter
+        memcpy(buf, self.rid_prefix, 20)
+        for i in range(31, 19, -1):
+            buf[i] = digits[c & 15]
+            c >>= 4
+        return PyBytes_FromStringAndSize(buf, 32)
+
+    def request_id(self):
+        return self.next_request_id()
+
+    def drain(self):
+        """Stop keeping connections alive; the future resolves once every connection is gone."""
+        cdef HttpConnection conn
+        self.draining = True
+        if self.drained is None:
+            self.drained = self.loop.create_future()
+        for conn in list(self.connections):
+            if not conn.busy and conn.state == C_HEAD and bb_len(&conn.inbuf) == 0:
+                conn.close()
+            else:
+                conn.keep_alive = False
+        if not self.connections and not self.drained.done():
+            self.drained.set_result(None)
+        return self.drained
+
+    def abort_all(self):
+        cdef HttpConnection conn
+        for conn in list(self.connections):
+            conn.transport.abort()
+
+    cdef void connection_closed(self, HttpConnection conn):
+        self.connections.discard(conn)
+        if self.draining and not self.connections and self.drained is not None:
+            if not self.drained.done():
+                self.drained.set_result(None)
+
+
+cdef class HttpConnection(ProxyClient):
+    def __cinit__(self, Gateway gw):
+        self.gw = gw
+        self.parser = RequestParser(max_target=gw.max_target, max_head=gw.max_head,
+                                    max_fields=gw.max_fields)
+        self.body_decoder = ChunkedDecoder(max_trailer=gw.max_head)
+        self.state = C_HEAD
+        self.busy = False
+        self.paused = 0
+        self.write_paused = False
+        self.client_ip = b""
+        self.served = 0
+        self.transport = None
+        self.upstream = None
+        self.waiting_upstream = False
+        self.head_timer = False
+        self.last_host_raw = None
+        self.last_host = ""
+        self.consuming = False
+
+    def __dealloc__(self):
+        bb_free(&self.inbuf)
+        bb_free(&self.pending)
+
+    # -- asyncio protocol ------------------------------------------------------------------
+
+    def connection_made(self, transport):
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.client_ip = str(peer[0]).encode("latin-1")
+        self.gw.connections.add(self)
+        self.deadline = monotonic() + self.gw.header_timeout
+        self.gw.ticker.add(self)
+
+    def connection_lost(self, exc):
+        cdef UpstreamConnection up = self.upstream
+        cdef int previous = self.state
+        self.state = C_CLOSED
+        self.gw.ticker.remove(self)
+        if up is not None:
+            self.upstream = None
+            up.client = None
+            if not self.waiting_upstream:
+                up.end_exchange(False)
+        if self.busy:
+            self.busy = False
+            if self.response_status == 0:
+                self.response_status = 499  # the client went away first (nginx's convention)
+            self.log_request()
+        bb_free(&self.inbuf)
+        bb_free(&self.pending)
+        self.gw.connection_closed(self)
+
+    def eof_received(self):
+        # A half-closed client may still want its response (HTTP/1.0 style "request, then FIN").
+        if self.busy or self.state == C_BODY:
+            return True
+        return False
+
+    def pause_writing(self):
+        self.write_paused = True
+        if self.upstream is not None:
+            self.upstream.pause_reading()
+
+    def resume_writing(self):
+        self.write_paused = False
+        if self.upstream is not None:
+            self.upstream.resume_reading()
+
+    def data_received(self, bytes data):
+        cdef const char* p = PyBytes_AS_STRING(data)
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
+        cdef Py_ssize_t used
+        if self.state == C_CLOSED:
+            return
+        if bb_len(&self.inbuf) == 0:
+            used = self.consume(p, n, data)
+            if used < n and self.state != C_CLOSED:
+                bb_append(&self.inbuf, p + used, n - used)
+        else:
+            bb_append(&self.inbuf, p, n)
+            used = self.consume(self.inbuf.data + self.inbuf.start, bb_len(&self.inbuf), None)
+            if self.state != C_CLOSED:
+                bb_consume(&self.inbuf, used)
+        if self.state == C_CLOSED:
+            return
+        if self.upstream is not None and not self.waiting_upstream and bb_len(&self.pending) > 0:
+            self.flush_pending()
+        if bb_len(&self.inbuf) > BUFFER_HIGH_WATER and self.busy:
+            self.pause_input(PAUSE_BUFFER_FULL)
+
+    # -- input processing -----------------------------------------------------------------
+
+    cdef Py_ssize_t consume(self, const char* p, Py_ssize_t n, object whole) except -1:
+        """Process as much of p[0:n] as the current state allows; returns the bytes used."""
+        cdef Py_ssize_t off = 0
+        cdef Py_ssize_t r
+        cdef RequestParser rp = self.parser
+        cdef bint outer = not self.consuming
+        self.consuming = True
+        try:
+            off = self.consume_loop(p, n, whole)
+        finally:
+            if outer:
+                self.consuming = False
+        return off
+
+    cdef Py_ssize_t consume_loop(self, const char* p, Py_ssize_t n, object whole) except -1:
+        cdef Py_ssize_t off = 0
+        cdef Py_ssize_t r
+        cdef RequestParser rp = self.parser
+        while off < n and self.state != C_CLOSED:
+            if self.state == C_BODY:
+                r = self.feed_body(p + off, n - off, whole if off == 0 else None)
+                off += r
+                if r == 0:
+                    break
+                continue
+            if self.busy:
+                break  # pipelined: wait for the response in progress
+            r = rp.parse_head(p + off, n - off)
+            if r == 0:
+                if not self.head_timer:
+                    self.head_timer = True
+                    self.deadline = monotonic() + self.gw.header_timeout
+                break
+            if r < 0:
+                self.respond_error(rp.error_status, rp.error_code, rp.error_message, True)
+                return n
+            self.head_timer = False
+            off += self.handle_head(p + off, r)
+        return off
+
+    cdef Py_ssize_t handle_head(self, const char* base, Py_ssize_t head_len) except -1:
+        cdef RequestParser rp = self.parser
+        cdef Gateway gw = self.gw
+        cdef str method
+        cdef str path
+        cdef str host = ""
+        cdef Header* h
+        cdef RouteAction action
+        self.started = monotonic()
+        self.deadline = 0.0
+        self.served += 1
+        self.busy = True
+        self.action = None
+        self.request_id = None
+        self.log_upstream = None
+        self.response_status = 0
+        self.response_bytes = 0
+        self.attempts = 1
+        self.upstream_request = None
+        self.flushed_any = False
+        self.discard_body = False
+        self.client_http10 = rp.version == 10
+        self.request_is_head = rp.method.len == 4 and memcmp(base + rp.method.off, b"HEAD", 4) == 0
+        self.keep_alive = rp.keep_alive and not gw.draining and (
+            gw.keepalive_requests == 0 or self.served < gw.keepalive_requests)
+        self.body_kind = rp.body_kind
+        self.body_remaining = rp.content_length if rp.body_kind == BODY_LENGTH else 0
+        self.body_total = 0
+        self.request_complete = rp.body_kind == BODY_NONE
+        if rp.body_kind != BODY_NONE:
+            self.state = C_BODY
+            self.deadline = self.started + gw.body_timeout
+            if rp.body_kind == BODY_CHUNKED:
+                self.body_decoder.reset()
+        if gw.log_enabled:
+            self.log_method = PyBytes_FromStringAndSize(base + rp.method.off, rp.method.len)
+            self.log_target = PyBytes_FromStringAndSize(base + rp.target.off, rp.target.len)
+
+        method = _method_str(base + rp.method.off, rp.method.len)
+        path = PyUnicode_DecodeLatin1(base + rp.path.off, rp.path.len, NULL)
+        if gw.host_routing and rp.host_index >= 0:
+            h = &rp.headers[rp.host_index]
+            if (self.last_host_raw is None or PyBytes_GET_SIZE(self.last_host_raw) != h.value.len
+                    or memcmp(PyBytes_AS_STRING(self.last_host_raw), base + h.value.off, h.value.len) != 0):
+                self.last_host_raw = PyBytes_FromStringAndSize(base + h.value.off, h.value.len)
+                self.last_host = _normalize_host(base + h.value.off, h.value.len)
+            host = self.last_host
+
+        match = gw.router.match(host, method, path)
+        if match is None:
+            allowed = gw.router.allowed_methods(host, path)
+            if allowed:
+                self.respond_error(405, "method_not_allowed",
+                                   f"{method} is not allowed here; allowed: {', '.join(allowed)}",
+                                   not self.request_complete,
+                                   ("Allow: " + ", ".join(allowed) + "\r\n").encode("latin-1"))
+            else:
+                self.respond_error(404, "not_found", f"no route matches {path}",
+                                   not self.request_complete)
+            return head_len
+        action = <RouteAction>match[0]
+        self.action = action
+        if gw.max_body and rp.body_kind == BODY_LENGTH and rp.content_length > gw.max_body:
+            self.respond_error(413, "content_too_large",
+                               f"the request body is larger than the limit of {gw.max_body} bytes", True)
+            return head_len
+        if action.kind == ACTION_STATIC:
+            self.discard_body = not self.request_complete
+            self.respond_static(action)
+            return head_len
+        self.start_proxy(base, action, match[1])
+        return head_len
+
+    cdef Py_ssize_t feed_body(self, const char* p, Py_ssize_t n, object whole) except -1:
+        cdef int64_t take
+        cdef Py_ssize_t off = 0
+        cdef Py_ssize_t consumed
+        cdef int rc = 0
+        cdef ChunkedDecoder dec
+        self.deadline = monotonic() + self.gw.body_timeout
+        if self.body_kind == BODY_LENGTH:
+            take = n if n <= self.body_remaining else self.body_remaining
+            self.body_remaining -= take
+            self.sink(p, take, whole if take == n else None)
+            if self.body_remaining == 0:
+                self.body_done()
+            return take
+        dec = self.body_decoder
+        while off < n:
+            rc = dec.step(p + off, n - off, &consumed)
+            if rc == CHUNK_ERROR:
+                self.fail_request(dec.error_status, dec.error_code, dec.error_message)
+                return n
+            if rc == CHUNK_DATA:
+                self.body_total += dec.data_len
+                if self.gw.max_body and self.body_total > self.gw.max_body:
+                    self.fail_request(413, "content_too_large",
+                                      f"the request body is larger than the limit of {self.gw.max_body} bytes")
+                    return n
+            off += consumed
+            if rc == CHUNK_DONE:
+                break
+            if consumed == 0 and rc != CHUNK_DATA:
+                break
+        # Chunk framing is relayed as received: it was validated above.
+        self.sink(p, off, whole if off == n else None)
+        if rc == CHUNK_DONE:
+            self.body_done()
+        return off
+
+    cdef void fail_request(self, int status, str code, str message):
+        """The request body turned out to be invalid: give up on the whole exchange."""
+        cdef UpstreamConnection up = self.upstream
+        if up is not None:
+            self.upstream = None
+            up.client = None
+            if not self.waiting_upstream:
+                up.end_exchange(False)
+            self.waiting_upstream = False
+        if self.response_status == 0:
+            self.respond_error(status, code, message, True)
+        else:
+            self.close()
+
+    cdef void sink(self, const char* p, Py_ssize_t n, object whole):
+        if n <= 0 or self.discard_body:
+            return
+        if self.upstream is not None and not self.waiting_upstream and bb_len(&self.pending) == 0:
+            self.flushed_any = True
+            self.upstream.send(whole if whole is not None else PyBytes_FromStringAndSize(p, n))
+            return
+        bb_append(&self.pending, p, n)
+        if bb_len(&self.pending) > BUFFER_HIGH_WATER:
+            self.pause_input(PAUSE_BUFFER_FULL)
+
+    cdef void body_done(self):
+        self.state = C_HEAD
+        self.request_complete = True
+        self.deadline = 0.0
+        if self.discard_body:
+            self.discard_body = False
+            if not self.busy:
+                self.finish_response()
+            return
+        if self.upstream is not None and not self.waiting_upstream and bb_len(&self.pending) == 0:
+            self.upstream.request_sent()
+
+    cdef void flush_pending(self):
+        cdef bytes data = bb_take(&self.pending)
+        if not self.flushed_any and self.request_complete:
+            self.upstream_request = data  # the whole request: replayable on a stale connection
+        self.flushed_any = True
+        self.upstream.send(data)
+        if self.request_complete:
+            self.upstream.request_sent()
+        if self.paused & PAUSE_BUFFER_FULL:
+            self.resume_input(PAUSE_BUFFER_FULL)
+
+    # -- proxying ---------------------------------------------------------------------------
+
+    cdef void start_proxy(self, const char* base, RouteAction action, object params):
+        cdef UpstreamPool pool = action.pool
+        cdef RequestParser rp = self.parser
+        cdef int rc
+        cdef UpstreamConnection up
+        self.hash_key = self.compute_hash_key(base, pool) if pool.hash_source else None
+        rc = pool.acquire(self, self.hash_key, None, False)
+        if rc == ACQUIRE_NO_TARGET:
+            self.respond_error(502, "no_upstream_available",
+                               f"no target of upstream \"{pool.name}\" is available", not self.request_complete)
+            return
+        up = self.upstream
+        self.waiting_upstream = rc == ACQUIRE_PENDING
+        self.log_upstream = up.target.addr
+        self.build_upstream_head(base, action, params, up.target)
+        if rp.expect_continue and not self.request_complete and not self.client_http10:
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if self.write_paused:
+            up.pause_reading()
+
+    cdef object compute_hash_key(self, const char* base, UpstreamPool pool):
+        cdef RequestParser rp = self.parser
+        cdef Header* h
+        cdef int i
+        cdef bytes name = pool.hash_name
+        cdef Py_ssize_t nlen = PyBytes_GET_SIZE(name)
+        if pool.hash_source == 3:  # client ip
+            return self.client_ip
+        for i in range(rp.nheaders):
+            h = &rp.headers[i]
+            if pool.hash_source == 1:
+                if h.name.len == nlen and _ascii_lower_equal(base + h.name.off, PyBytes_AS_STRING(name), nlen):
+                    return PyBytes_FromStringAndSize(base + h.value.off, h.value.len)
+            elif h.name.len == 6 and _ascii_lower_equal(base + h.name.off, b"cookie", 6):
+                value = _cookie_value(PyBytes_FromStringAndSize(base + h.value.off, h.value.len), name)
+                if value is not None:
+                    return value
+        return None
+
+    cdef void build_upstream_head(self, const char* base, RouteAction action, object params, object target):
+        cdef RequestParser rp = self.parser
+        cdef ByteBuffer* b = &self.pending
+        cdef Header* h
+        cdef int i
+        cdef int hid
+        cdef const char* path = base + rp.path.off
+        cdef Py_ssize_t path_len = rp.path.len
+        cdef Py_ssize_t plen
+        cdef int xff_first = -1
+        cdef bint have_request_id = False
+        cdef bytes value
+        bb_clear(b)
+        bb_append(b, base + rp.method.off, rp.method.len)
+        bb_append(b, " ", 1)
+        if action.rewrite_parts is not None:
+            for part in action.rewrite_parts:
+                if isinstance(part, bytes):
+                    bb_append_str(b, <bytes>part)
+                else:
+                    value = (<str>(params[part] if params else "")).encode("latin-1")
+                    bb_append_str(b, value)
+        elif action.strip_prefix is not None:
+            plen = PyBytes_GET_SIZE(action.strip_prefix)
+            if path_len >= plen and memcmp(path, PyBytes_AS_STRING(action.strip_prefix), plen) == 0:
+                path += plen
+                path_len -= plen
+            if path_len == 0 or path[0] != b'/':
+                bb_append(b, "/", 1)
+            bb_append(b, path, path_len)
+        else:
+            bb_append(b, path, path_len)
+        if rp.query.off >= 0:
+            bb_append(b, "?", 1)
+            bb_append(b, base + rp.query.off, rp.query.len)
+        bb_append(b, " HTTP/1.1\r\nHost: ", 17)
+        self.host_off = bb_len(b)
+        if action.preserve_host and rp.host_index >= 0:
+            h = &rp.headers[rp.host_index]
+            bb_append(b, base + h.value.off, h.value.len)
+        else:
+            bb_append_str(b, <bytes>action.pool.host_headers[target])
+        self.host_len = bb_len(b) - self.host_off
+        bb_append(b, "\r\n", 2)
+        for i in range(rp.nheaders):
+            h = &rp.headers[i]
+            hid = header_id(base + h.name.off, h.name.len)
+            if hid == H_OTHER:
+                if rp.connection_tokens and _named_by_connection(rp, base, h):
+                    continue
+            elif hid == H_TRANSFER_ENCODING:
+                pass  # the chunked framing is relayed verbatim, so its header goes along
+            elif hid == H_X_REQUEST_ID:
+                have_request_id = True
+                self.request_id = PyBytes_FromStringAndSize(base + h.value.off, h.value.len)
+            elif hid == H_X_FORWARDED_FOR:
+                if xff_first < 0:
+                    xff_first = i
+                continue
+            else:
+                # Host (rewritten above), Expect (answered here), X-Forwarded-Proto/-Host (set
+                # below), and the hop-by-hop fields of RFC 9110 §7.6.1.
+                continue
+            bb_append(b, base + h.name.off, h.name.len)
+            bb_append(b, ": ", 2)
+            bb_append(b, base + h.value.off, h.value.len)
+            bb_append(b, "\r\n", 2)
+        bb_append(b, "X-Forwarded-For: ", 17)
+        if xff_first >= 0:
+            for i in range(xff_first, rp.nheaders):
+                h = &rp.headers[i]
+                if header_id(base + h.name.off, h.name.len) == H_X_FORWARDED_FOR and h.value.len > 0:
+                    bb_append(b, base + h.value.off, h.value.len)
+                    bb_append(b, ", ", 2)
+        bb_append_str(b, self.client_ip)
+        bb_append(b, "\r\nX-Forwarded-Proto: http\r\n", 27)
+        if rp.host_index >= 0:
+            h = &rp.headers[rp.host_index]
+            bb_append(b, "X-Forwarded-Host: ", 18)
+            bb_append(b, base + h.value.off, h.value.len)
+            bb_append(b, "\r\n", 2)
+        if not have_request_id:
+            self.request_id = self.gw.next_request_id()
+            bb_append(b, "X-Request-Id: ", 14)
+            bb_append_str(b, self.request_id)
+            bb_append(b, "\r\n", 2)
+        bb_append(b, "\r\n", 2)
+
+    cdef void on_upstream_connected(self, UpstreamConnection up):
+        self.waiting_upstream = False
+        if self.write_paused:
+            up.pause_reading()
+        if bb_len(&self.pending) > 0:
+            self.flush_pending()
+        elif self.request_complete:
+            up.request_sent()
+
+    cdef void on_upstream_error(self, int kind, str detail):
+        cdef UpstreamPool pool
+        cdef object failed_target
+        cdef int rc
+        self.waiting_upstream = False
+        if self.state == C_CLOSED or self.action is None:
+            return
+        pool = self.action.pool
+        failed_target = self.upstream.target if self.upstream is not None else None
+        self.upstream = None
+        if self.response_status == 0:
+            if ((kind == UPSTREAM_CONNECT_FAILED or kind == UPSTREAM_CONNECT_TIMEOUT)
+                    and not self.flushed_any and self.attempts <= pool.retries):
+                # Nothing reached the upstream: safe to try another target.
+                self.attempts += 1
+                if self.retry(pool, False, failed_target):
+                    return
+            elif kind == UPSTREAM_STALE and self.upstream_request is not None and self.attempts <= 2:
+                # A keep-alive connection the upstream had closed: replay on a fresh one.
+                self.attempts += 1
+                bb_clear(&self.pending)
+                bb_append_str(&self.pending, self.upstream_request)
+                self.flushed_any = False
+                if self.retry(pool, True, None):
+                    return
+        if self.response_status != 0:
+            # Part of the response is already out: the client can only learn by the connection closing.
+            self.close()
+            return
+        if kind == UPSTREAM_READ_TIMEOUT:
+            self.respond_error(504, "upstream_timeout",
+                               f"upstream \"{pool.name}\" did not answer within read_timeout",
+                               not self.request_complete)
+        elif kind == UPSTREAM_CONNECT_TIMEOUT:
+            self.respond_error(502, "upstream_connect_timeout",
+                               f"could not connect to upstream \"{pool.name}\" within connect_timeout",
+                               not self.request_complete)
+        elif kind == UPSTREAM_BAD_RESPONSE:
+            self.respond_error(502, "bad_upstream_response",
+                               f"upstream \"{pool.name}\" sent an invalid response: {detail}",
+                               not self.request_complete)
+        elif kind == UPSTREAM_CONNECT_FAILED or kind == UPSTREAM_NO_TARGET:
+            self.respond_error(502, "upstream_unreachable",
+                               f"no target of upstream \"{pool.name}\" could be reached ({detail})",
+                               not self.request_complete)
+        else:
+            self.respond_error(502, "upstream_closed",
+                               f"upstream \"{pool.name}\" closed the connection before responding",
+                               not self.request_complete)
+
+    cdef bint retry(self, UpstreamPool pool, bint fresh, object exclude):
+        """Send the pending request through another connection; False when none is left."""
+        cdef int rc = pool.acquire(self, self.hash_key, exclude, fresh)
+        cdef bytes host
+        cdef bytes head
+        if rc == ACQUIRE_NO_TARGET:
+            return False
+        self.waiting_upstream = rc == ACQUIRE_PENDING
+        self.log_upstream = self.upstream.target.addr
+        host = pool.host_headers[self.upstream.target]
+        if not self.action.preserve_host and self.host_off > 0 and bb_len(&self.pending) >= self.host_off + self.host_len:
+            # Point the Host header at the newly chosen target.
+            head = bb_take(&self.pending)
+            bb_append(&self.pending, PyBytes_AS_STRING(head), self.host_off)
+            bb_append_str(&self.pending, host)
+            bb_append(&self.pending, PyBytes_AS_STRING(head) + self.host_off + self.host_len,
+                      PyBytes_GET_SIZE(head) - self.host_off - self.host_len)
+            self.host_len = PyBytes_GET_SIZE(host)
+            if self.upstream_request is not None:
+                self.upstream_request = bytes(self.pending.data[self.pending.start:self.pending.end])
+        if rc == ACQUIRE_READY:
+            self.flush_pending()
+        return True
+
+    cdef void on_response_complete(self):
+        self.finish_response()
+
+    cdef void pause_input(self, int reason):
+        if self.paused == 0 and self.transport is not None and self.state != C_CLOSED:
+            self.transport.pause_reading()
+        self.paused |= reason
+
+    cdef void resume_input(self, int reason):
+        if self.paused == 0:
+            return
+        self.paused &= ~reason
+        if self.paused == 0 and self.transport is not None and self.state != C_CLOSED:
+            self.transport.resume_reading()
+
+    # -- responses --------------------------------------------------------------------------
+
+    cdef void respond_static(self, RouteAction action):
+        bb_clear(&_out)
+        bb_append_str(&_out, action.static_head)
+        bb_append_str(&_out, _date_line)
+        if not self.keep_alive:
+            bb_append(&_out, "Connection: close\r\n", 19)
+        elif self.client_http10:
+            bb_append(&_out, "Connection: keep-alive\r\n", 24)
+        bb_append(&_out, "\r\n", 2)
+        if not self.request_is_head:
+            bb_append_str(&_out, action.static_body)
+        self.response_status = action.static_status
+        self.response_bytes = bb_len(&_out)
+        self.transport.write(bb_take(&_out))
+        if not self.discard_body:
+            self.finish_response()
+        else:
+            self.busy = False  # the body still arrives; body_done() then continues the connection
+            self.log_request()
+
+    cdef void respond_error(self, int status, str code, str message, bint close, bytes extra_headers=None):
+        cdef bytes body = error_body(status, code, message)
+        if close:
+            self.keep_alive = False
+        bb_clear(&_out)
+        bb_append_str(&_out, f"HTTP/1.1 {status} {reason_phrase(status)}\r\n".encode("latin-1"))
+        bb_append(&_out, "Content-Type: application/json\r\nContent-Length: ", 48)
+        bb_append_uint(&_out, <unsigned long long>len(body))
+        bb_append(&_out, "\r\n", 2)
+        bb_append_str(&_out, _date_line)
+        if extra_headers is not None:
+            bb_append_str(&_out, extra_headers)
+        if self.request_id is not None:
+            bb_append(&_out, "X-Request-Id: ", 14)
+            bb_append_str(&_out, self.request_id)
+            bb_append(&_out, "\r\n", 2)
+        if not self.keep_alive:
+            bb_append(&_out, "Connection: close\r\n", 19)
+        elif self.client_http10:
+            bb_append(&_out, "Connection: keep-alive\r\n", 24)
+        bb_append(&_out, "\r\n", 2)
+        if not self.request_is_head:
+            bb_append_str(&_out, body)
+        self.response_status = status
+        self.response_bytes = bb_len(&_out)
+        if self.transport is not None:
+            self.transport.write(bb_take(&_out))
+        else:
+            bb_clear(&_out)
+        if not self.busy:
+            # An error outside a request (bad head): nothing more to log than the error.
+            self.busy = True
+            self.started = monotonic()
+        self.finish_response()
+
+    cdef void finish_response(self):
+        """The response is complete: log it, then close or wait for the next request."""
+        cdef Py_ssize_t used
+        if self.state == C_CLOSED:
+            return
+        if self.busy:
+            self.busy = False
+            self.log_request()
+        if not self.keep_alive:
+            self.close()
+            return
+        if not self.request_complete:
+            return  # the body is still being read (discarded); body_done() continues
+        self.state = C_HEAD
+        self.head_timer = False
+        self.deadline = monotonic() + self.gw.keepalive_timeout
+        if self.paused & PAUSE_BUFFER_FULL:
+            self.resume_input(PAUSE_BUFFER_FULL)
+        if bb_len(&self.inbuf) > 0 and not self.consuming:
+            # Pipelined requests waited for this response. (Inside consume() the running loop
+            # picks them up itself.)
+            used = self.consume(self.inbuf.data + self.inbuf.start, bb_len(&self.inbuf), None)
+            if self.state != C_CLOSED:
+                bb_consume(&self.inbuf, used)
+                if self.upstream is not None and not self.waiting_upstream and bb_len(&self.pending) > 0:
+                    self.flush_pending()
+
+    cdef void log_request(self):
+        cdef timespec ts
+        cdef Gateway gw = self.gw
+        if not gw.log_enabled:
+            return
+        clock_gettime(CLOCK_REALTIME, &ts)
+        if self.request_id is None:
+            self.request_id = gw.next_request_id()
+        gw.access_log.records.append((
+            ts.tv_sec + ts.tv_nsec * 1e-9,
+            self.request_id,
+            self.action.name if self.action is not None else "",
+            self.log_method if self.log_method is not None else b"",
+            self.log_target if self.log_target is not None else b"",
+            self.response_status,
+            self.response_bytes,
+            self.log_upstream,
+            <long long>((monotonic() - self.started) * 1e6),
+            self.client_ip.decode("latin-1"),
+        ))
+        self.log_method = None
+        self.log_target = None
+
+    cdef void close(self):
+        if self.transport is not None and self.state != C_CLOSED:
+            self.transport.close()
+        self.state = C_CLOSED
+
+    cdef void on_deadline(self, double now):
+        if self.state == C_CLOSED:
+            return
+        if self.state == C_BODY:
+            self.fail_request(408, "request_timeout",
+                              "the request body stalled for longer than body_timeout")
+        elif not self.busy:
+            if self.head_timer or bb_len(&self.inbuf) > 0 or self.served == 0:
+                if self.head_timer or bb_len(&self.inbuf) > 0:
+                    self.respond_error(408, "request_timeout",
+                                       "the request head did not arrive within header_timeout", True)
+                else:
+                    self.close()  # connected but never sent a byte
+            else:
+                self.close()  # idle keep-alive connection
+
+
+cdef bint _ascii_lower_equal(const char* a, const char* lower, Py_ssize_t n) noexcept:
+    cdef Py_ssize_t i
+    cdef char c
+    for i in range(n):
+        c = a[i]
+        if c >= b'A' and c <= b'Z':
+            c = c + 32
+        if c != lower[i]:
+            return False
+    return True
+
+
+cdef bint _named_by_connection(RequestParser rp, const char* base, Header* h) noexcept:
+    cdef int i
+    cdef Header* c
+    for i in range(rp.nheaders):
+        c = &rp.headers[i]
+        if header_id(base + c.name.off, c.name.len) == H_CONNECTION:
+            if token_in_list(base + c.value.off, c.value.len, base + h.name.off, h.name.len):
+                return True
+    return False
+
+
+cdef object _cookie_value(bytes header, bytes name):
+    for part in header.split(b";"):
+        key, sep, value = part.strip().partition(b"=")
+        if sep and key == name:
+            return value
+    return None

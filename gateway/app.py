@@ -1,0 +1,132 @@
+"""Compile a Config into one worker's runtime objects: router, route actions, upstream pools.
+
+Everything here runs once per worker start (or reload); requests only read what it builds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import dataclass, field
+
+from gateway._fastpath.balance import Balancer, Target
+from gateway._fastpath.http import Gateway, RouteAction, refresh_date
+from gateway._fastpath.proxy import UpstreamPool
+from gateway._fastpath.router import Router
+from gateway._fastpath.timers import Ticker
+from gateway.accesslog import AccessLog
+from gateway.config import Config, Route, Upstream
+from gateway.health import HealthChecker
+
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\+?\}")
+
+
+@dataclass
+class Runtime:
+    """What one worker serves with; replaced whole when the config changes."""
+
+    gateway: Gateway
+    ticker: Ticker
+    access_log: AccessLog
+    pools: dict[str, UpstreamPool]
+    health: list[HealthChecker] = field(default_factory=list)
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.ticker.start()
+        self.access_log.start(loop)
+        for checker in self.health:
+            checker.start(loop)
+
+    def close(self) -> None:
+        for checker in self.health:
+            checker.stop()
+        for pool in self.pools.values():
+            pool.close()
+        self.ticker.stop()
+        self.access_log.close()
+
+
+def rewrite_parts(template: str) -> list[bytes | str]:
+    """ "/v2/{proxy}" -> [b"/v2/", "proxy"]: literals as bytes, parameters by name."""
+    parts: list[bytes | str] = []
+    position = 0
+    for match in _PLACEHOLDER.finditer(template):
+        if match.start() > position:
+            parts.append(template[position : match.start()].encode("latin-1"))
+        parts.append(match.group(1))
+        position = match.end()
+    if position < len(template):
+        parts.append(template[position:].encode("latin-1"))
+    return parts
+
+
+def build_pool(
+    name: str, upstream: Upstream, loop: asyncio.AbstractEventLoop, ticker: Ticker
+) -> UpstreamPool:
+    targets = [Target(addr) for addr in upstream.targets]
+    balancer = Balancer(targets, upstream.balance, upstream.max_fails, upstream.fail_timeout)
+    return UpstreamPool(
+        name,
+        loop,
+        balancer,
+        ticker,
+        keepalive=upstream.keepalive,
+        connect_timeout=upstream.connect_timeout,
+        read_timeout=upstream.read_timeout,
+        keepalive_timeout=upstream.keepalive_timeout,
+        retries=upstream.retries,
+        hash_on=upstream.hash_on if upstream.balance == "hash" else None,
+    )
+
+
+def route_name(route: Route) -> str:
+    return route.name or f"routes[{route.index}]"
+
+
+def build_action(route: Route, pools: dict[str, UpstreamPool]) -> RouteAction:
+    name = route_name(route)
+    if route.static is not None:
+        static = route.static
+        return RouteAction.static(
+            name, static.status, static.body.encode("utf-8"), static.content_type, dict(static.headers)
+        )
+    assert route.upstream is not None  # the config loader guarantees exactly one action
+    return RouteAction.proxy(
+        name,
+        pools[route.upstream],
+        route.strip_prefix,
+        rewrite_parts(route.rewrite) if route.rewrite else None,
+        route.preserve_host,
+    )
+
+
+def build_runtime(config: Config, loop: asyncio.AbstractEventLoop) -> Runtime:
+    refresh_date()
+    ticker = Ticker(loop, 0.1, refresh_date)
+    pools = {name: build_pool(name, upstream, loop, ticker) for name, upstream in config.upstreams.items()}
+    router = Router()
+    for route in config.routes:
+        router.add(route.path, build_action(route, pools), route.methods, route.host)
+    access_log = AccessLog(config.server.access_log)
+    server = config.server
+    gateway = Gateway(
+        loop,
+        router,
+        host_routing=any(route.host for route in config.routes),
+        max_target=server.max_request_target,
+        max_head=server.max_header_size,
+        max_fields=server.max_header_fields,
+        max_body=server.max_body_size,
+        header_timeout=server.header_timeout,
+        body_timeout=server.body_timeout,
+        keepalive_timeout=server.keepalive_timeout,
+        keepalive_requests=server.keepalive_requests,
+        access_log=access_log,
+        ticker=ticker,
+    )
+    health = [
+        HealthChecker(name, pools[name].balancer.targets, upstream.health)
+        for name, upstream in config.upstreams.items()
+        if upstream.health is not None
+    ]
+    return Runtime(gateway, ticker, access_log, pools, health)
