@@ -52,6 +52,7 @@ unit: build
 
 bench: build sysdeps bench-micro
 	$(BIN)/python bench/proxy_vs_nginx.py
+	$(BIN)/python bench/idle_connections.py
 
 bench-micro: build
 	$(BIN)/pytest -q bench/micro --benchmark-only -p no:cacheprovider

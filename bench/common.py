@@ -11,12 +11,12 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import http.client
-import importlib.metadata
 import json
 import os
 import platform
 import re
 import resource
+import shlex
 import shutil
 import signal
 import socket
@@ -33,6 +33,9 @@ from typing import IO, Any
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
 RESULTS_DIR = BENCH_DIR / "results"
+# The console script installed next to the interpreter running the benchmark (.venv/bin).
+GATEWAY_BIN = Path(sys.executable).parent / "lambdagate"
+DEFAULT_GATEWAY_CMD = f"{GATEWAY_BIN} run -c {{config}}"
 
 # ----------------------------------------------------------------------------------------------
 # wrk output
@@ -199,6 +202,30 @@ def render_template(text: str, values: Mapping[str, str]) -> str:
     if missing:
         raise KeyError(f"template placeholders without a value: {', '.join(missing)}")
     return _PLACEHOLDER.sub(lambda m: values[m.group(1)], text)
+
+
+def render_gateway_config(template_path: Path, explicit_port: int | None, **values: str) -> tuple[str, int]:
+    """Render a lambdagate TOML template; returns (text, port it listens on).
+
+    @PORT@ gets a free port; a config without it (a fixed scenario file) must name its port with
+    `explicit_port`. Other placeholders are filled only where the file uses them.
+    """
+    template = template_path.read_text()
+    if "@PORT@" in template:
+        port = free_port()
+    elif explicit_port is not None:
+        port = explicit_port
+    else:
+        raise SystemExit(
+            f"{template_path} has no @PORT@ placeholder: say where it listens with --gateway-port"
+        )
+    values = {"PORT": str(port), **values}
+    return render_template(template, {k: v for k, v in values.items() if f"@{k}@" in template}), port
+
+
+def gateway_argv(command_template: str, **values: object) -> list[str]:
+    """The gateway's command line from a --gateway-cmd template ({config}, {port}, ... filled in)."""
+    return shlex.split(command_template.format(**values))
 
 
 def nginx_user_line() -> str:
@@ -577,13 +604,15 @@ def tcp_active_opens() -> int:
 # ----------------------------------------------------------------------------------------------
 
 
-def _command_output(argv: Sequence[str]) -> str:
+def _command_output(argv: Sequence[str], all_lines: bool = False) -> str:
     try:
         done = subprocess.run(list(argv), capture_output=True, text=True, timeout=20, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"unavailable ({exc})"
-    lines = (done.stdout + done.stderr).strip().splitlines()
-    return lines[0].strip() if lines else f"unavailable (exit {done.returncode})"
+    lines = [line.strip() for line in (done.stdout + done.stderr).strip().splitlines()]
+    if not lines or done.returncode != 0:
+        return f"unavailable (exit {done.returncode}: {' '.join(lines)[:200]})"
+    return "; ".join(lines) if all_lines else lines[0]
 
 
 def cpu_model() -> str:
@@ -594,12 +623,10 @@ def cpu_model() -> str:
 
 
 def lambdagate_version() -> str:
-    try:
-        installed = importlib.metadata.version("lambdagate")
-    except importlib.metadata.PackageNotFoundError:
-        installed = "not installed"
+    """`lambdagate version` (lambdagate and its runtime) plus the commit the tree is at."""
+    reported = _command_output([str(GATEWAY_BIN), "version"], all_lines=True)
     commit = _command_output(["git", "-C", str(REPO_DIR), "describe", "--always", "--dirty"])
-    return f"{installed} (git {commit})"
+    return f"{reported} (git {commit})"
 
 
 def machine_info() -> dict[str, Any]:

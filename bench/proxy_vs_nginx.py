@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (
     BENCH_DIR,
+    DEFAULT_GATEWAY_CMD,
     CpuGuard,
     CpuReport,
     ManagedProcess,
@@ -38,6 +39,7 @@ from bench.common import (
     WrkResult,
     compare,
     free_port,
+    gateway_argv,
     http_get,
     machine_info,
     median,
@@ -46,6 +48,7 @@ from bench.common import (
     parse_wrk_output,
     prepare_nginx_prefix,
     print_flush,
+    render_gateway_config,
     render_template,
     require_tools,
     save_results,
@@ -58,7 +61,6 @@ SUT_CPU = "0"  # the proxy under test
 CLIENT_CPU = "1"  # the upstream and wrk
 UPSTREAM_BODY = b"ok"
 TARGET_ORDER = ("nginx", "lambdagate")
-DEFAULT_GATEWAY_CMD = f"{Path(sys.executable).parent / 'lambdagate'} run -c {{config}}"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -146,22 +148,15 @@ def start_lambdagate(
         return start_nginx(
             procs, workdir, "lambdagate", "proxy.conf.in", SUT_CPU, UPSTREAM_PORT=str(upstream_port)
         )
-    template_path: Path = args.gateway_config or BENCH_DIR / "lambdagate.toml.in"
-    template = template_path.read_text()
-    if "@PORT@" in template:
-        port = free_port()
-    elif args.gateway_port is not None:
-        port = args.gateway_port
-    else:
-        raise SystemExit(
-            f"{template_path} has no @PORT@ placeholder: say where it listens with --gateway-port"
-        )
-    values = {"PORT": str(port), "UPSTREAM_PORT": str(upstream_port)}
-    text = render_template(template, {k: v for k, v in values.items() if f"@{k}@" in template})
+    text, port = render_gateway_config(
+        args.gateway_config or BENCH_DIR / "lambdagate.toml.in",
+        args.gateway_port,
+        UPSTREAM_PORT=str(upstream_port),
+    )
     config = workdir / "lambdagate.toml"
     config.write_text(text)
-    argv = shlex.split(
-        args.gateway_cmd.format(config=config, port=port, upstream_port=upstream_port, workdir=workdir)
+    argv = gateway_argv(
+        args.gateway_cmd, config=config, port=port, upstream_port=upstream_port, workdir=workdir
     )
     process = procs.start("lambdagate", argv, cpus=SUT_CPU)
     return Server("lambdagate", port, process, config, text)
@@ -457,6 +452,12 @@ def main(argv: list[str] | None = None) -> int:
             status = benchmark(args, workdir, procs)
             succeeded = status == 0
             return status
+    except RuntimeError as exc:  # a server that would not start or answer: already explained
+        print_flush(f"!!! {exc}")
+        return 1
+    except KeyboardInterrupt:  # the servers are already stopped by ProcessSet
+        print_flush("interrupted")
+        return 130
     finally:
         if succeeded and not args.keep_workdir:
             shutil.rmtree(workdir, ignore_errors=True)
