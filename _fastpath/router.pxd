@@ -53,12 +53,14 @@ cdef class Router:
     cdef dict _exact_hosts
     cdef dict _wildcard_hosts
     cdef _Route _default
+    cdef tuple _any_host_only
+    cdef dict _tiers_by_host
 
-    @cython.locals(route=_Route, table=_Table)
+    @cython.locals(tiers=tuple, table=_Table, route=_Route)
     cpdef object match(self, str host, str method, str path)
 
-    @cython.locals(i=Py_ssize_t, table=_Table, route=_Route)
-    cdef _Route _match_wildcards(self, str host, str method, str path)
+    @cython.locals(tiers=tuple)
+    cdef tuple _tiers_for(self, str host)
 
 
 @cython.locals(i=Py_ssize_t)

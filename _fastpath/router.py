@@ -30,6 +30,8 @@ from collections.abc import Sequence
 # Methods that a route without a method list contributes to allowed_methods (the Allow header).
 ALL_METHODS: tuple[str, ...] = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
 DEFAULT_PATTERN = "$default"
+# Hosts whose search order (which host tables apply) is remembered; the cache starts over when full.
+HOST_CACHE_SIZE = 1024
 
 # A C Py_ssize_t when compiled (declared in router.pxd); a plain int annotation would make Cython
 # expect a Python int object there instead.
@@ -332,6 +334,11 @@ class Router:
         # Keyed by the suffix with its leading dot: '*.example.com' -> '.example.com'.
         self._wildcard_hosts: dict[str, _Table] = {}
         self._default: _Route | None = None
+        # The tables to search for a host, in precedence order (host-less table last). Without
+        # host routes every host searches only the host-less table; with them, each host's list is
+        # resolved once and cached, because walking a host's dot-suffixes costs more than a match.
+        self._any_host_only: tuple[_Table, ...] = (self._any_host,)
+        self._tiers_by_host: dict[str, tuple[_Table, ...]] = {}
 
     def add(
         self,
@@ -352,6 +359,7 @@ class Router:
         segments = _parse_pattern(pattern)
         method_set = _normalize_methods(methods)
         self._table_for(host).add(pattern, segments, target, method_set)
+        self._tiers_by_host.clear()
 
     def match(self, host: str, method: str, path: str) -> tuple[object, dict[str, str] | None] | None:
         """(target, params) of the most specific route; params is None for parameterless patterns.
@@ -359,36 +367,16 @@ class Router:
         host: lowercased, without port ('' when absent). path: raw, without the query.
         None when no route (and no $default) matches.
         """
-        route: _Route | None
-        if self._exact_hosts:
-            table = self._exact_hosts.get(host)
-            if table is not None:
-                route = table.find(method, path)
-                if route is not None:
-                    return _result(route, path)
-        if self._wildcard_hosts:
-            route = self._match_wildcards(host, method, path)
+        tiers = self._any_host_only
+        if self._exact_hosts or self._wildcard_hosts:
+            tiers = self._tiers_for(host)
+        for table in tiers:
+            route = table.find(method, path)
             if route is not None:
                 return _result(route, path)
-        route = self._any_host.find(method, path)
-        if route is None:
-            route = self._default
-            if route is None:
-                return None
-        return _result(route, path)
-
-    def _match_wildcards(self, host: str, method: str, path: str) -> _Route | None:
-        # Try each suffix of the host that starts at a dot, longest first; position 0 is skipped
-        # because '*.example.com' needs at least one label before '.example.com'.
-        i = host.find(".", 1)
-        while i > 0:
-            table = self._wildcard_hosts.get(host[i:])
-            if table is not None:
-                route = table.find(method, path)
-                if route is not None:
-                    return route
-            i = host.find(".", i + 1)
-        return None
+        if self._default is None:
+            return None
+        return (self._default.target, None)
 
     def allowed_methods(self, host: str, path: str) -> list[str]:
         """Sorted methods of the routes (not $default) whose host and path match: the Allow header.
@@ -396,17 +384,35 @@ class Router:
         Meant for a miss: non-empty means answer 405, empty means 404.
         """
         allowed: set[str] = set()
-        table = self._exact_hosts.get(host)
-        if table is not None:
+        for table in self._resolve_tiers(host):
             table.collect_allowed(path, allowed)
+        return sorted(allowed)
+
+    def _tiers_for(self, host: str) -> tuple[_Table, ...]:
+        tiers = self._tiers_by_host.get(host)
+        if tiers is None:
+            tiers = self._resolve_tiers(host)
+            # Host headers are client-controlled: bound the cache instead of letting it grow.
+            if len(self._tiers_by_host) >= HOST_CACHE_SIZE:
+                self._tiers_by_host.clear()
+            self._tiers_by_host[host] = tiers
+        return tiers
+
+    def _resolve_tiers(self, host: str) -> tuple[_Table, ...]:
+        tiers: list[_Table] = []
+        exact = self._exact_hosts.get(host)
+        if exact is not None:
+            tiers.append(exact)
+        # Each suffix of the host that starts at a dot, longest first; position 0 is skipped
+        # because '*.example.com' needs at least one label before '.example.com'.
         i = host.find(".", 1)
         while i > 0:
-            table = self._wildcard_hosts.get(host[i:])
-            if table is not None:
-                table.collect_allowed(path, allowed)
+            wildcard = self._wildcard_hosts.get(host[i:])
+            if wildcard is not None:
+                tiers.append(wildcard)
             i = host.find(".", i + 1)
-        self._any_host.collect_allowed(path, allowed)
-        return sorted(allowed)
+        tiers.append(self._any_host)
+        return tuple(tiers)
 
     def _table_for(self, host: str | None) -> _Table:
         if host is None:

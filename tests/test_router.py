@@ -244,6 +244,25 @@ def test_host_only_routes_do_not_match_other_hosts(impl: Any) -> None:
     assert router.allowed_methods("a.example.com", "/only") == sorted(impl.ALL_METHODS)
 
 
+def test_routes_added_after_matching_are_seen(impl: Any) -> None:
+    # Each host's list of tables is cached on first match; add() must start that cache over.
+    router = impl.Router()
+    router.add("/x", "any-host")
+    router.add("/y", "exact", host="a.example.com")
+    assert router.match("b.example.com", "GET", "/x") == ("any-host", None)
+    router.add("/x", "wild", host="*.example.com")
+    assert router.match("b.example.com", "GET", "/x") == ("wild", None)
+
+
+def test_many_distinct_hosts_stay_correct(impl: Any) -> None:
+    router = impl.Router()
+    router.add("/x", "any-host")
+    router.add("/x", "wild", host="*.example.com")
+    for index in range(impl.HOST_CACHE_SIZE * 2 + 3):
+        assert router.match(f"h{index}.example.com", "GET", "/x") == ("wild", None)
+        assert router.match(f"h{index}.example.org", "GET", "/x") == ("any-host", None)
+
+
 # --- allowed_methods ---------------------------------------------------------------------------
 
 
