@@ -32,6 +32,7 @@ from .buffer cimport (
 )
 from .headers cimport (
     H_CONNECTION,
+    H_CONTENT_LENGTH,
     H_EXPECT,
     H_HOST,
     H_OTHER,
@@ -671,8 +672,8 @@ cdef class HttpConnection(ProxyClient):
             if hid == H_OTHER:
                 if rp.connection_tokens and _named_by_connection(rp, base, h):
                     continue
-            elif hid == H_TRANSFER_ENCODING:
-                pass  # the chunked framing is relayed verbatim, so its header goes along
+            elif hid == H_TRANSFER_ENCODING or hid == H_CONTENT_LENGTH:
+                pass  # the body framing is relayed verbatim, so its header goes along
             elif hid == H_X_REQUEST_ID:
                 have_request_id = True
                 self.request_id = PyBytes_FromStringAndSize(base + h.value.off, h.value.len)

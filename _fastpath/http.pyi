@@ -1,0 +1,55 @@
+import asyncio
+from typing import Any
+
+from gateway._fastpath.proxy import ProxyClient, UpstreamPool
+from gateway._fastpath.timers import Ticker
+
+def reason_phrase(status: int) -> str: ...
+def refresh_date() -> None: ...
+def error_body(status: int, code: str, message: str) -> bytes: ...
+
+class RouteAction:
+    name: str
+    kind: int
+    pool: UpstreamPool | None
+    @staticmethod
+    def static(name: str, status: int, body: bytes, content_type: str, headers: dict[str, str]) -> RouteAction: ...
+    @staticmethod
+    def proxy(
+        name: str,
+        pool: UpstreamPool,
+        strip_prefix: str | None = None,
+        rewrite_parts: list[bytes | str] | None = None,
+        preserve_host: bool = False,
+    ) -> RouteAction: ...
+
+class Gateway:
+    loop: asyncio.AbstractEventLoop
+    router: Any
+    access_log: Any
+    ticker: Ticker
+    connections: set[HttpConnection]
+    draining: bool
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        router: Any,
+        *,
+        host_routing: bool = False,
+        max_target: int = 8192,
+        max_head: int = 16384,
+        max_fields: int = 100,
+        max_body: int = ...,
+        header_timeout: float = 10.0,
+        body_timeout: float = 60.0,
+        keepalive_timeout: float = 75.0,
+        keepalive_requests: int = 0,
+        access_log: Any = None,
+        ticker: Ticker | None = None,
+    ) -> None: ...
+    def new_connection(self) -> HttpConnection: ...
+    def request_id(self) -> bytes: ...
+    def drain(self) -> asyncio.Future[None]: ...
+    def abort_all(self) -> None: ...
+
+class HttpConnection(ProxyClient): ...
