@@ -237,7 +237,18 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
     return parse_config(text, source, env)
 
 
-_TOML_POSITION = re.compile(r"(?s)(.*) \(at line (\d+), column (\d+)\)")
+# tomllib ends its messages with "(at line L, column C)" or "(at end of document)".
+_TOML_POSITION = re.compile(r"(?s)(.*) \(at (?:line (\d+), column (\d+)|(end of document))\)")
+
+
+def _describe_toml_error(message: str) -> str:
+    """ "Invalid value (at line 2, column 5)" -> "line 2, column 5: invalid TOML: invalid value"."""
+    match = _TOML_POSITION.fullmatch(message)
+    if match is None:
+        return f"invalid TOML: {message}"
+    reason, line, column, at_end = match.groups()
+    where = "end of file" if at_end else f"line {line}, column {column}"
+    return f"{where}: invalid TOML: {reason[:1].lower()}{reason[1:]}"
 
 
 def parse_config(text: str, source: str = "<string>", env: Mapping[str, str] | None = None) -> Config:
@@ -245,14 +256,7 @@ def parse_config(text: str, source: str = "<string>", env: Mapping[str, str] | N
     try:
         document = msgspec.toml.decode(text)
     except msgspec.DecodeError as exc:
-        message = str(exc)
-        position = _TOML_POSITION.fullmatch(message)
-        if position:
-            reason, line, column = position.groups()
-            message = f"line {line}, column {column}: invalid TOML: {reason[:1].lower()}{reason[1:]}"
-        else:
-            message = f"invalid TOML: {message}"
-        raise ConfigError([f"{source}: {message}"]) from None
+        raise ConfigError([f"{source}: {_describe_toml_error(str(exc))}"]) from None
 
     issues = Issues()
     rules = RuleChecker()

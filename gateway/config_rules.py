@@ -254,6 +254,12 @@ class RuleChecker:
         except ValueError as exc:
             issues.add(key_path(path, "path"), str(exc))
         route = self._normalise_route(route, path, issues)
+        if route.path == _DEFAULT_ROUTE:
+            for name in ("host", "methods"):
+                if getattr(route, name) is not None:
+                    issues.add(
+                        key_path(path, name), 'not allowed on the "$default" route (it matches everything)'
+                    )
         if route.static is not None:
             for name in ("strip_prefix", "rewrite"):
                 if getattr(route, name) is not None:
@@ -363,18 +369,16 @@ def _method_overlap(first: list[str] | None, second: list[str] | None) -> str:
 
 
 def _valid_host_pattern(host: str) -> bool:
-    if host.startswith("["):
+    """An exact host or ``*.suffix``; no port, since routes match the Host header without its port."""
+    if host.startswith("[") and host.endswith("]"):
         try:
-            _split_host_port(host if "]:" in host else f"{host}:80", "")
+            ipaddress.IPv6Address(host[1:-1])
         except ValueError:
             return False
         return True
-    name, _, port = host.partition(":")
-    if port and not (port.isdigit() and 1 <= int(port) <= 65535):
-        return False
-    if name.startswith("*."):
-        name = name[2:]
-    return bool(name) and _valid_hostname(name)
+    if host.startswith("*."):
+        host = host[2:]
+    return bool(host) and _valid_hostname(host)
 
 
 def _valid_hash_on(value: str) -> bool:

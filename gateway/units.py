@@ -37,7 +37,7 @@ _DURATION_UNITS: dict[str, Decimal] = {
 }
 _DURATION_RANK = {"h": 0, "m": 1, "s": 2, "ms": 3, "us": 4, "µs": 4, "μs": 4, "ns": 5}
 # "ms" must be tried before "m" and "s"; the alternation order does that.
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|us|µs|μs|ns|h|m|s)")
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|us|µs|μs|ns|h|m|s)")
 
 # Lower-cased unit -> bytes. Unit names are matched case-insensitively because
 # there are no bit units here that case would distinguish.
@@ -52,7 +52,7 @@ _SIZE_UNITS: dict[str, int] = {
     "gib": 1024**3,
     "tib": 1024**4,
 }
-_SIZE_RE = re.compile(r"(\d+(?:\.\d+)?) ?([A-Za-z]+)?")
+_SIZE_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?) ?([A-Za-z]+)?")
 
 #: ECMA-262 patterns for the JSON Schema (they accept what the parsers accept).
 DURATION_PATTERN = r"^(0|([0-9]+(\.[0-9]+)?(h|m|s|ms|us|µs|μs|ns))+)$"
