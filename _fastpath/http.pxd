@@ -84,6 +84,7 @@ cdef class HttpConnection(ProxyClient):
     cdef bytes last_host_raw
     cdef str last_host
 
+    cdef bint linger              # close with a lingering read (after an error answer)
     cdef bint consuming           # inside consume(): nested completions must not re-enter it
 
     cdef Py_ssize_t consume(self, const char* p, Py_ssize_t n, object whole) except -1
@@ -103,3 +104,4 @@ cdef class HttpConnection(ProxyClient):
     cdef void finish_response(self)
     cdef void log_request(self)
     cdef void close(self)
+    cdef void start_linger(self)

@@ -77,11 +77,17 @@ from .timers cimport Ticker, monotonic
 
 _log = logging.getLogger("lambdagate.http")
 
-# Client connection states
+# Client connection states (C_HEAD and C_BODY accept input; the others do not)
 cdef enum:
     C_HEAD = 0        # waiting for (more of) a request head
     C_BODY = 1        # reading the current request's body
     C_CLOSED = 2
+    C_LINGER = 3      # answered with an error; draining what the client still sends, then closing
+
+# Lingering close (as nginx does): after an error answer, read and drop what the client still
+# sends for a while, so that closing does not reset the connection before it read our answer.
+cdef double LINGER_READ_TIMEOUT = 1.0
+cdef double LINGER_TOTAL = 10.0
 
 # Input held back while a response is in progress; beyond it we stop reading the socket.
 cdef Py_ssize_t BUFFER_HIGH_WATER = 256 * 1024
@@ -308,6 +314,7 @@ cdef class HttpConnection(ProxyClient):
         self.last_host_raw = None
         self.last_host = ""
         self.consuming = False
+        self.linger = False
 
     def __dealloc__(self):
         bb_free(&self.inbuf)
@@ -345,7 +352,7 @@ cdef class HttpConnection(ProxyClient):
 
     def eof_received(self):
         # A half-closed client may still want its response (HTTP/1.0 style "request, then FIN").
-        if self.busy or self.state == C_BODY:
+        if self.state != C_LINGER and (self.busy or self.state == C_BODY):
             return True
         return False
 
@@ -365,16 +372,19 @@ cdef class HttpConnection(ProxyClient):
         cdef Py_ssize_t used
         if self.state == C_CLOSED:
             return
+        if self.state == C_LINGER:
+            self.deadline = min(monotonic() + LINGER_READ_TIMEOUT, self.started + LINGER_TOTAL)
+            return
         if bb_len(&self.inbuf) == 0:
             used = self.consume(p, n, data)
-            if used < n and self.state != C_CLOSED:
+            if used < n and self.state <= C_BODY:
                 bb_append(&self.inbuf, p + used, n - used)
         else:
             bb_append(&self.inbuf, p, n)
             used = self.consume(self.inbuf.data + self.inbuf.start, bb_len(&self.inbuf), None)
-            if self.state != C_CLOSED:
+            if self.state <= C_BODY:
                 bb_consume(&self.inbuf, used)
-        if self.state == C_CLOSED:
+        if self.state > C_BODY:
             return
         if self.upstream is not None and not self.waiting_upstream and bb_len(&self.pending) > 0:
             self.flush_pending()
@@ -401,7 +411,7 @@ cdef class HttpConnection(ProxyClient):
         cdef Py_ssize_t off = 0
         cdef Py_ssize_t r
         cdef RequestParser rp = self.parser
-        while off < n and self.state != C_CLOSED:
+        while off < n and self.state <= C_BODY:
             if self.state == C_BODY:
                 r = self.feed_body(p + off, n - off, whole if off == 0 else None)
                 off += r
@@ -834,6 +844,7 @@ cdef class HttpConnection(ProxyClient):
         cdef bytes body = error_body(status, code, message)
         if close:
             self.keep_alive = False
+            self.linger = True
         bb_clear(&_out)
         bb_append_str(&_out, f"HTTP/1.1 {status} {reason_phrase(status)}\r\n".encode("latin-1"))
         bb_append(&_out, "Content-Type: application/json\r\nContent-Length: ", 48)
@@ -874,7 +885,10 @@ cdef class HttpConnection(ProxyClient):
             self.busy = False
             self.log_request()
         if not self.keep_alive:
-            self.close()
+            if self.linger:
+                self.start_linger()
+            else:
+                self.close()
             return
         if not self.request_complete:
             return  # the body is still being read (discarded); body_done() continues
@@ -887,7 +901,7 @@ cdef class HttpConnection(ProxyClient):
             # Pipelined requests waited for this response. (Inside consume() the running loop
             # picks them up itself.)
             used = self.consume(self.inbuf.data + self.inbuf.start, bb_len(&self.inbuf), None)
-            if self.state != C_CLOSED:
+            if self.state <= C_BODY:
                 bb_consume(&self.inbuf, used)
                 if self.upstream is not None and not self.waiting_upstream and bb_len(&self.pending) > 0:
                     self.flush_pending()
@@ -920,8 +934,27 @@ cdef class HttpConnection(ProxyClient):
             self.transport.close()
         self.state = C_CLOSED
 
+    cdef void start_linger(self):
+        if self.transport is None or self.state == C_CLOSED:
+            self.state = C_CLOSED
+            return
+        if not self.transport.can_write_eof():
+            self.close()
+            return
+        self.transport.write_eof()
+        self.state = C_LINGER
+        self.started = monotonic()
+        self.deadline = self.started + LINGER_READ_TIMEOUT
+        bb_clear(&self.inbuf)
+        if self.paused:
+            self.paused = 0
+            self.transport.resume_reading()
+
     cdef void on_deadline(self, double now):
         if self.state == C_CLOSED:
+            return
+        if self.state == C_LINGER:
+            self.close()
             return
         if self.state == C_BODY:
             self.fail_request(408, "request_timeout",
