@@ -21,6 +21,7 @@ with ``waitpid(WNOHANG)``, then act on the signals read from the pipe.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import importlib
 import ipaddress
 import os
@@ -202,6 +203,7 @@ class Master:
         self._kill_deadline = 0.0
         self._wakeup_r = -1
         self._wakeup_w = -1
+        self._pid = os.getpid()
 
     # -- lifecycle --
 
@@ -227,7 +229,14 @@ class Master:
                 workers=generation.size,
                 pid=os.getpid(),
             )
-            self._loop()
+            try:
+                self._loop()
+            except BaseException:
+                # A bug in the master must not leave workers without a supervisor:
+                # let them drain and exit (they would also get SIGTERM on our death).
+                log("error", "master failed, stopping workers", error=traceback.format_exc())
+                self._signal_workers(list(self._by_pid.values()), signal.SIGTERM)
+                raise
         for sock in self._live_sockets():
             sock.close()
         log("info", "stopped", pid=os.getpid())
@@ -429,12 +438,17 @@ class Master:
             pid = os.fork()
             if pid == 0:
                 self._run_child(generation, slot)  # never returns
+        except OSError as exc:
+            # EAGAIN/ENOMEM: out of processes or memory. Retry later with the crash back-off.
+            log("error", "cannot fork a worker", slot=slot, generation=generation.number, error=str(exc))
+            self._schedule_restart(generation, slot, lived=0.0)
+            return
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         worker = Worker(pid=pid, slot=slot, generation=generation, started_at=time.monotonic())
         generation.workers[slot] = worker
         self._by_pid[pid] = worker
-        log("info", "worker started", pid=pid, slot=slot, generation=generation.number)
+        log("info", "worker spawned", pid=pid, slot=slot, generation=generation.number)
 
     def _run_child(self, generation: Generation, slot: int) -> None:
         code = EXIT_WORKER_CRASHED
@@ -453,6 +467,7 @@ class Master:
             os._exit(code)
 
     def _prepare_child(self, generation: Generation, slot: int) -> None:
+        _stop_with_parent(self._pid)
         signal.set_wakeup_fd(-1)
         for signum in _HANDLED_SIGNALS:
             signal.signal(signum, signal.SIG_IGN if signum in _WORKER_IGNORES else signal.SIG_DFL)
@@ -530,6 +545,26 @@ class Master:
 
 def _note_signal(signum: int, frame: FrameType | None) -> None:
     """Python-level handler; the signal number reaches the loop through the wakeup fd."""
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _stop_with_parent(master_pid: int) -> None:
+    """Ask Linux to SIGTERM this worker when the master dies, e.g. of SIGKILL or OOM.
+
+    An orphaned worker would keep serving the old config on the shared port (SO_REUSEPORT lets a
+    new master bind beside it), unsupervised. Elsewhere than Linux this is skipped.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != master_pid:  # the master died before prctl took effect
+        raise SystemExit(0)
 
 
 def _set_process_title(title: str) -> None:

@@ -107,7 +107,7 @@ class MasterProcess:
     def started_pids(self, generation: int) -> dict[int, int]:
         """slot -> pid of the latest worker started for each slot of a generation."""
         pids: dict[int, int] = {}
-        for line in self.messages("worker started"):
+        for line in self.messages("worker spawned"):
             if line["generation"] == generation:
                 pids[int(str(line["slot"]))] = int(str(line["pid"]))
         return pids
@@ -184,11 +184,14 @@ def answering_pids(port: int, expected: set[int], timeout: float = 10) -> set[in
 
 
 def pid_gone(pid: int, timeout: float = 10) -> bool:
+    """True once ``pid`` has exited (a zombie not yet reaped by its new parent counts as exited)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            return True
+        if state in ("Z", "X"):
             return True
         time.sleep(0.02)
     return False
@@ -242,14 +245,14 @@ def test_killed_worker_is_respawned_in_its_slot(
     victim = before[1]
     assert answering_pids(port, set(before.values())) == set(before.values())
     # Past the crash-loop window, a death is restarted at once (no back-off).
-    (victim_started,) = master.wait_for(is_msg("worker started", pid=victim))
+    (victim_started,) = master.wait_for(is_msg("worker spawned", pid=victim))
     time.sleep(max(0.0, log_time(victim_started) + 1.1 - time.time()))
 
     os.kill(victim, signal.SIGKILL)
     (exited,) = master.wait_for(is_msg("worker exited unexpectedly", pid=victim))
     assert exited["level"] == "error"
     assert exited["slot"] == 1 and exited["signal"] == "SIGKILL"
-    master.wait_for(is_msg("worker started", slot=1), count=2)
+    master.wait_for(is_msg("worker spawned", slot=1), count=2)
     after = master.started_pids(generation=1)
     assert after[0] == before[0] and after[1] != victim
     assert answering_pids(port, set(after.values())) == set(after.values())
@@ -270,7 +273,7 @@ def test_crash_loop_restarts_are_delayed_exponentially(
     assert all(line["exit_code"] == 3 and line["slot"] == 0 for line in exits)
 
     # Each restart really waited its delay: compare each delay line with the next start.
-    starts = master.messages("worker started")
+    starts = master.messages("worker spawned")
     for delay_line, next_start in zip(delays[:3], starts[1:4], strict=True):
         waited = log_time(next_start) - log_time(delay_line)
         assert waited >= float(str(delay_line["delay_s"])) - 0.002  # log times have ms precision
@@ -460,6 +463,20 @@ def test_sigusr1_is_forwarded_to_every_worker(
     assert {line["pid"] for line in got} == workers
     master.send(signal.SIGTERM)
     assert master.wait_exit() == 0
+
+
+def test_workers_stop_when_the_master_is_killed(
+    tmp_path: Path, start_master: Callable[..., MasterProcess]
+) -> None:
+    port = free_port()
+    master = start_master(write_config(tmp_path / "gateway.toml", port, workers=2))
+    master.wait_for(is_msg("listening"))
+    workers = set(master.started_pids(generation=1).values())
+    assert answering_pids(port, workers) == workers
+    master.send(signal.SIGKILL)
+    assert master.wait_exit() == -signal.SIGKILL
+    # No unsupervised worker keeps serving the port.
+    assert all(pid_gone(pid) for pid in workers)
 
 
 def test_config_error_at_start_exits_1_with_every_error_line(tmp_path: Path) -> None:
