@@ -401,9 +401,16 @@ class ProcStat:
     pid: int
     ppid: int
     name: str
-    # utime + stime + cutime + cstime in clock ticks: children reaped by the process count too,
-    # so a long-lived parent (make, pytest) carries the CPU of short-lived children it waited for.
-    ticks: int
+    # utime + stime, in clock ticks.
+    own_ticks: int
+    # cutime + cstime: the CPU of children this process has waited for. A long-lived parent (make,
+    # pytest) carries its short-lived children's CPU this way, but the whole of it, including
+    # what a child used before a measurement began.
+    reaped_ticks: int
+
+    @property
+    def ticks(self) -> int:
+        return self.own_ticks + self.reaped_ticks
 
 
 def read_proc_stat(pid: int) -> ProcStat | None:
@@ -415,8 +422,9 @@ def read_proc_stat(pid: int) -> ProcStat | None:
     close = text.rfind(")")
     name = text[text.find("(") + 1 : close]
     fields = text[close + 2 :].split()
-    ticks = sum(int(v) for v in fields[11:15])
-    return ProcStat(pid, int(fields[1]), name, ticks)
+    own = int(fields[11]) + int(fields[12])
+    reaped = int(fields[13]) + int(fields[14])
+    return ProcStat(pid, int(fields[1]), name, own, reaped)
 
 
 def process_table() -> dict[int, ProcStat]:
@@ -444,6 +452,15 @@ def descendants(table: Mapping[int, ProcStat], roots: Sequence[int]) -> set[int]
 
 def child_pids(pid: int) -> list[int]:
     return sorted(stat.pid for stat in process_table().values() if stat.ppid == pid)
+
+
+def tree_affinity(pid: int) -> dict[int, list[int]]:
+    """CPUs each process of a tree may run on: evidence that forked workers kept the pinning."""
+    found: dict[int, list[int]] = {}
+    for member in sorted(descendants(process_table(), [pid])):
+        with contextlib.suppress(OSError):
+            found[member] = sorted(os.sched_getaffinity(member))
+    return found
 
 
 def vm_rss_kb(pid: int) -> int:
@@ -494,9 +511,13 @@ class CpuReport:
 
     seconds: float
     foreign_cpu_s: float
+    # The part of foreign_cpu_s from children that foreign processes reaped during the window.
+    foreign_reaped_cpu_s: float
     foreign_top: list[tuple[str, float]]
     kernel_threads_cpu_s: float
     ours_cpu_s: float
+    # Busy time of all CPUs together (user, system, irq, softirq; not idle, iowait or steal).
+    machine_busy_cpu_s: float
     roots_cpu_s: dict[str, float]
     busy_pct: dict[str, float]
     steal_pct: dict[str, float]
@@ -506,9 +527,11 @@ class CpuReport:
         return {
             "seconds": round(self.seconds, 3),
             "foreign_cpu_s": round(self.foreign_cpu_s, 3),
+            "foreign_reaped_cpu_s": round(self.foreign_reaped_cpu_s, 3),
             "foreign_top": [[name, round(s, 3)] for name, s in self.foreign_top],
             "kernel_threads_cpu_s": round(self.kernel_threads_cpu_s, 3),
             "ours_cpu_s": round(self.ours_cpu_s, 3),
+            "machine_busy_cpu_s": round(self.machine_busy_cpu_s, 3),
             "roots_cpu_s": {k: round(v, 3) for k, v in self.roots_cpu_s.items()},
             "busy_pct": {k: round(v, 1) for k, v in self.busy_pct.items()},
             "steal_pct": {k: round(v, 1) for k, v in self.steal_pct.items()},
@@ -516,13 +539,21 @@ class CpuReport:
         }
 
 
+def bounded_foreign_ticks(own: int, reaped: int, unexplained: int) -> int:
+    """Foreign CPU during a window: what foreign processes used themselves, plus what their
+    children that ended in the window used, the latter capped by the machine's busy time that
+    neither our processes, nor kernel threads, nor the foreign processes themselves explain
+    (a reaped child's figure covers its whole life, which may have begun long before)."""
+    return own + min(reaped, max(0, unexplained - own))
+
+
 class CpuGuard:
     """Tells whether processes that are not ours used CPU while a measurement ran.
 
     "Ours" is this process and everything below it (the servers and wrk). Foreign time is
-    summed per process over those alive at the end (new ones count in full), including the
-    children they reaped. Kernel threads are reported apart: under loopback load they do our
-    softirq work.
+    summed per process over those alive at the end (new ones count in full), plus the bounded
+    time of their children that ended meanwhile (see bounded_foreign_ticks). Kernel threads are
+    reported apart: under loopback load they do our softirq work.
     """
 
     def __init__(self, roots: Mapping[str, int] | None = None) -> None:
@@ -554,32 +585,44 @@ class CpuGuard:
         t1, cpu1, procs1 = time.monotonic(), read_cpu_times(), process_table()
         ours = descendants(procs0, [self.me]) | descendants(procs1, [self.me])
 
-        def spent(pid: int) -> int:
+        def delta(pid: int) -> tuple[int, int]:
+            """(own, reaped) ticks spent since start; a process born meanwhile counts in full."""
             before = procs0.get(pid)
-            return procs1[pid].ticks - (before.ticks if before else 0)
+            now = procs1[pid]
+            if before is None:
+                return now.own_ticks, now.reaped_ticks
+            return now.own_ticks - before.own_ticks, now.reaped_ticks - before.reaped_ticks
 
         foreign: dict[str, float] = {}
-        kernel_ticks = 0
-        ours_ticks = 0
+        foreign_own = foreign_reaped = kernel_ticks = ours_ticks = 0
         for pid, stat in procs1.items():
-            ticks = spent(pid)
+            own, reaped = delta(pid)
             if pid in ours:
-                ours_ticks += ticks
+                ours_ticks += own + reaped
             elif _is_kernel_thread(stat):
-                kernel_ticks += ticks
-            elif ticks > 0:
-                foreign[f"{stat.name}[{pid}]"] = ticks / CLOCK_TICKS
+                kernel_ticks += own + reaped
+            else:
+                foreign_own += own
+                foreign_reaped += reaped
+                if own > 0:
+                    foreign[f"{stat.name}[{pid}]"] = own / CLOCK_TICKS
+        busy_ticks = cpu1.busy["cpu"] - cpu0.busy["cpu"]
+        foreign_ticks = bounded_foreign_ticks(
+            foreign_own, foreign_reaped, busy_ticks - ours_ticks - kernel_ticks
+        )
         roots_cpu = {
-            name: sum(spent(pid) for pid in descendants(procs1, [root]) if pid in procs1) / CLOCK_TICKS
+            name: sum(sum(delta(pid)) for pid in descendants(procs1, [root]) if pid in procs1) / CLOCK_TICKS
             for name, root in self.roots.items()
         }
         cpus = sorted(cpu1.total)
         return CpuReport(
             seconds=t1 - t0,
-            foreign_cpu_s=sum(foreign.values()),
+            foreign_cpu_s=foreign_ticks / CLOCK_TICKS,
+            foreign_reaped_cpu_s=(foreign_ticks - foreign_own) / CLOCK_TICKS,
             foreign_top=sorted(foreign.items(), key=lambda kv: -kv[1])[:5],
             kernel_threads_cpu_s=kernel_ticks / CLOCK_TICKS,
             ours_cpu_s=ours_ticks / CLOCK_TICKS,
+            machine_busy_cpu_s=busy_ticks / CLOCK_TICKS,
             roots_cpu_s=roots_cpu,
             busy_pct={cpu: busy_percent(cpu0, cpu1, cpu) for cpu in cpus},
             steal_pct={

@@ -54,6 +54,7 @@ from bench.common import (
     save_results,
     summarize_target,
     tcp_active_opens,
+    tree_affinity,
     wait_for_http,
 )
 
@@ -287,6 +288,8 @@ def measured_run(args: argparse.Namespace, server: Server, upstream: Server, pai
         if not run.disturbed:
             break
         top = ", ".join(f"{name} {s:.2f}s" for name, s in run.cpu.foreign_top)
+        if run.cpu.foreign_reaped_cpu_s:
+            top += f", ended children {run.cpu.foreign_reaped_cpu_s:.2f}s"
         more = "redoing" if attempt <= args.redos else "keeping it, marked disturbed"
         print_flush(f"  disturbed: other processes used {run.cpu.foreign_cpu_s:.2f} CPU-s ({top}); {more}")
     return attempts
@@ -354,6 +357,8 @@ def check_cpus() -> None:
     allowed = os.sched_getaffinity(0)
     if not {int(SUT_CPU), int(CLIENT_CPU)} <= allowed:
         raise SystemExit(f"needs CPUs {SUT_CPU} and {CLIENT_CPU}; this process may use {sorted(allowed)}")
+    # The harness itself (checks, /proc scans) stays off the core under test.
+    os.sched_setaffinity(0, {int(CLIENT_CPU)})
 
 
 def benchmark(args: argparse.Namespace, workdir: Path, procs: ProcessSet) -> int:
@@ -372,6 +377,10 @@ def benchmark(args: argparse.Namespace, workdir: Path, procs: ProcessSet) -> int
         wait_for_http(server.process, server.port, args.path, args.startup_timeout)
     for server in (upstream, *servers.values()):
         check_answers(server, args.path)
+    # Read now that every server has forked its workers.
+    affinity = {s.name: tree_affinity(s.process.pid) for s in (upstream, *servers.values())}
+    for name, pids in affinity.items():
+        print_flush(f"{name}: " + ", ".join(f"pid {pid} on CPU {cpus}" for pid, cpus in pids.items()))
 
     print_flush(
         f"{args.pairs} pairs x {args.duration} s, wrk -t1 -c{args.connections} --latency; "
@@ -407,6 +416,7 @@ def benchmark(args: argparse.Namespace, workdir: Path, procs: ProcessSet) -> int
         "servers": {
             s.name: {
                 "argv": s.process.argv,
+                "cpu_affinity": affinity[s.name],
                 "port": s.port,
                 "config": s.config_text,
                 "log_tail": s.process.log_tail(),

@@ -14,6 +14,7 @@ from bench.common import (
     SocketErrors,
     WrkParseError,
     WrkResult,
+    bounded_foreign_ticks,
     compare,
     median,
     median_pair_ratio,
@@ -276,6 +277,15 @@ def test_compare_takes_the_median_of_per_pair_ratios() -> None:
     assert c.rps_ratio == pytest.approx(1.0)
     assert c.p99_pair_ratios == pytest.approx([1.5, 1.0])
     assert c.p99_ratio == pytest.approx(1.25)
+
+
+def test_foreign_cpu_of_ended_children_is_capped_by_unexplained_busy_time() -> None:
+    # A parent reaped a child that ran 1100 ticks over its life, but the machine was busy only
+    # 300 ticks beyond what ours, kernel threads and the live foreign processes (100) explain.
+    assert bounded_foreign_ticks(own=100, reaped=1100, unexplained=400) == 400
+    assert bounded_foreign_ticks(own=100, reaped=50, unexplained=400) == 150
+    assert bounded_foreign_ticks(own=100, reaped=50, unexplained=20) == 100
+    assert bounded_foreign_ticks(own=0, reaped=80, unexplained=-30) == 0
 
 
 # --- config templates ----------------------------------------------------------------------------
