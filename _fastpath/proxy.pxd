@@ -52,7 +52,7 @@ cdef class ProxyClient(Watched):
 cdef class UpstreamPool:
     cdef readonly str name
     cdef object loop
-    cdef object balancer          # gateway._fastpath.balance.Balancer
+    cdef readonly object balancer # gateway._fastpath.balance.Balancer
     cdef dict idle                # Target -> list[UpstreamConnection], most recently used last
     cdef int keepalive
     cdef readonly double connect_timeout

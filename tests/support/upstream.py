@@ -198,6 +198,15 @@ class Upstream:
         self._server = await self.loop.create_server(lambda: UpstreamProtocol(self), "127.0.0.1", port)
         self.port = self._server.sockets[0].getsockname()[1]
 
+    def stop_listening(self) -> None:
+        """Stop accepting (connections already open stay): the target looks down to new clients."""
+
+        async def _close() -> None:
+            if self._server is not None:
+                self._server.close()
+
+        asyncio.run_coroutine_threadsafe(_close(), self.loop).result(5)
+
     def stop(self) -> None:
         async def _stop() -> None:
             if self._server is not None:
