@@ -220,6 +220,10 @@ def test_listens_and_every_worker_answers(tmp_path: Path, start_master: Callable
         "2024-01-01T00:00:00.000Z"
     )
 
+    limits = Path(f"/proc/{master.proc.pid}/limits").read_text().splitlines()
+    (open_files,) = [line.split()[3:5] for line in limits if line.startswith("Max open files")]
+    assert open_files[0] == open_files[1]  # soft limit raised to the hard limit
+
     workers = master.started_pids(generation=1)
     assert sorted(workers) == [0, 1]
     assert master.proc.pid not in workers.values()
@@ -494,3 +498,52 @@ def test_config_error_at_start_exits_1_with_every_error_line(tmp_path: Path) -> 
     assert all(line.startswith(f"{config}: ") for line in lines)
     assert any("server.listen" in line for line in lines)
     assert any("server.workers" in line for line in lines)
+
+
+# --- pieces of the master, in process ------------------------------------------------------------
+
+
+def test_crash_back_off_doubles_caps_and_resets() -> None:
+    from gateway.config import parse_config
+    from gateway.server import Generation, Master
+
+    config = parse_config('[server]\nlisten = "127.0.0.1:1"\naccess_log = "off"\n')
+    master = Master("unused.toml", config, worker_main=lambda config, sockets, worker_id: 0)
+    generation = Generation(number=1, config=config, listen=("127.0.0.1", 1), sockets=[], size=1)
+
+    def restart_delay(lived: float) -> float:
+        before = time.monotonic()
+        master._schedule_restart(generation, 0, lived)
+        return round(generation.restart_at.pop(0) - before, 1)
+
+    assert [restart_delay(0.01) for _ in range(9)] == [0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 10.0, 10.0]
+    assert restart_delay(5.0) == 0.0  # lived past the crash window: restarted at once ...
+    assert restart_delay(0.01) == 10.0  # ... but a slot that keeps failing stays backed off
+    assert restart_delay(10.0) == 0.0  # lived 10 s: healthy again
+    assert restart_delay(0.01) == 0.1
+
+
+def test_listener_options(tmp_path: Path) -> None:
+    from gateway.server import create_listener, format_address, listen_backlog
+
+    somaxconn = int(Path("/proc/sys/net/core/somaxconn").read_text())
+    assert listen_backlog() == min(65535, somaxconn)
+    port = free_port()
+    with create_listener("127.0.0.1", port) as v4:
+        assert v4.family == socket.AF_INET and not v4.getblocking()
+        assert v4.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) == 1
+        assert v4.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR) == 1
+        assert format_address(v4) == f"127.0.0.1:{port}"
+        # REUSEPORT: a second listener on the same port (a reload's new socket) can coexist.
+        with create_listener("127.0.0.1", port):
+            pass
+    with create_listener("", port) as anywhere:
+        assert format_address(anywhere) == f"0.0.0.0:{port}"
+    if socket.has_ipv6:
+        try:
+            v6 = create_listener("::1", port)
+        except OSError:  # IPv6 disabled in this environment: nothing more to check
+            return
+        with v6:
+            assert v6.family == socket.AF_INET6
+            assert format_address(v6) == f"[::1]:{port}"
