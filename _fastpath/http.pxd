@@ -34,6 +34,7 @@ cdef class Gateway:
     cdef Py_ssize_t max_target
     cdef Py_ssize_t max_head
     cdef int max_fields
+    cdef RequestParser parser     # shared by the worker's connections (see Gateway.__init__)
     cdef int64_t max_body         # 0 = unlimited
     cdef double header_timeout
     cdef double body_timeout
@@ -54,7 +55,6 @@ cdef class Gateway:
 
 cdef class HttpConnection(ProxyClient):
     cdef Gateway gw
-    cdef RequestParser parser
     cdef ChunkedDecoder body_decoder
     cdef ByteBuffer inbuf         # unparsed input (a partial head, or pipelined requests)
     cdef ByteBuffer pending       # request bytes waiting for the upstream connection

@@ -241,6 +241,9 @@ cdef class Gateway:
         self.access_log = access_log
         self.log_enabled = access_log is not None and bool(access_log.enabled)
         self.ticker = ticker if ticker is not None else Ticker(loop, 0.1, refresh_date)
+        # One parser for the whole worker: a head is parsed and acted on without yielding, and
+        # its header table (several KiB) must not be paid per idle connection.
+        self.parser = RequestParser(max_target=max_target, max_head=max_head, max_fields=max_fields)
         self.connections = set()
         self.draining = False
         self.drained = None
@@ -298,8 +301,6 @@ cdef class Gateway:
 cdef class HttpConnection(ProxyClient):
     def __cinit__(self, Gateway gw):
         self.gw = gw
-        self.parser = RequestParser(max_target=gw.max_target, max_head=gw.max_head,
-                                    max_fields=gw.max_fields)
         self.body_decoder = ChunkedDecoder(max_trailer=gw.max_head)
         self.state = C_HEAD
         self.busy = False
@@ -397,7 +398,7 @@ cdef class HttpConnection(ProxyClient):
         """Process as much of p[0:n] as the current state allows; returns the bytes used."""
         cdef Py_ssize_t off = 0
         cdef Py_ssize_t r
-        cdef RequestParser rp = self.parser
+        cdef RequestParser rp = self.gw.parser
         cdef bint outer = not self.consuming
         self.consuming = True
         try:
@@ -410,7 +411,7 @@ cdef class HttpConnection(ProxyClient):
     cdef Py_ssize_t consume_loop(self, const char* p, Py_ssize_t n, object whole) except -1:
         cdef Py_ssize_t off = 0
         cdef Py_ssize_t r
-        cdef RequestParser rp = self.parser
+        cdef RequestParser rp = self.gw.parser
         while off < n and self.state <= C_BODY:
             if self.state == C_BODY:
                 r = self.feed_body(p + off, n - off, whole if off == 0 else None)
@@ -434,7 +435,7 @@ cdef class HttpConnection(ProxyClient):
         return off
 
     cdef Py_ssize_t handle_head(self, const char* base, Py_ssize_t head_len) except -1:
-        cdef RequestParser rp = self.parser
+        cdef RequestParser rp = self.gw.parser
         cdef Gateway gw = self.gw
         cdef str method
         cdef str path
@@ -595,7 +596,7 @@ cdef class HttpConnection(ProxyClient):
 
     cdef void start_proxy(self, const char* base, RouteAction action, object params):
         cdef UpstreamPool pool = action.pool
-        cdef RequestParser rp = self.parser
+        cdef RequestParser rp = self.gw.parser
         cdef int rc
         cdef UpstreamConnection up
         self.hash_key = self.compute_hash_key(base, pool) if pool.hash_source else None
@@ -614,7 +615,7 @@ cdef class HttpConnection(ProxyClient):
             up.pause_reading()
 
     cdef object compute_hash_key(self, const char* base, UpstreamPool pool):
-        cdef RequestParser rp = self.parser
+        cdef RequestParser rp = self.gw.parser
         cdef Header* h
         cdef int i
         cdef bytes name = pool.hash_name
@@ -633,7 +634,7 @@ cdef class HttpConnection(ProxyClient):
         return None
 
     cdef void build_upstream_head(self, const char* base, RouteAction action, object params, object target):
-        cdef RequestParser rp = self.parser
+        cdef RequestParser rp = self.gw.parser
         cdef ByteBuffer* b = &self.pending
         cdef Header* h
         cdef int i
