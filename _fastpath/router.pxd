@@ -23,9 +23,14 @@ cdef class _Endpoint:
 
 cdef class _Node:
     cdef dict static
+    cdef tuple few_keys
+    cdef tuple few_children
     cdef _Node param
     cdef _Endpoint greedy
     cdef _Endpoint end
+
+    @cython.locals(keys=tuple, length=Py_ssize_t, i=Py_ssize_t, key=str)
+    cdef _Node static_child(self, str path, Py_ssize_t start, Py_ssize_t end)
 
 
 cdef class _Table:
@@ -35,6 +40,9 @@ cdef class _Table:
     @cython.locals(endpoint=_Endpoint, route=_Route, n=Py_ssize_t)
     cdef _Route find(self, str method, str path)
 
+
+@cython.locals(end=Py_ssize_t)
+cdef Py_ssize_t _segment_end(str path, Py_ssize_t start, Py_ssize_t n)
 
 @cython.locals(start=Py_ssize_t, end=Py_ssize_t, child=_Node, route=_Route)
 cdef _Route _walk(_Node node, str path, Py_ssize_t pos, Py_ssize_t n, str method)

@@ -32,6 +32,8 @@ ALL_METHODS: tuple[str, ...] = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "PO
 DEFAULT_PATTERN = "$default"
 # Hosts whose search order (which host tables apply) is remembered; the cache starts over when full.
 HOST_CACHE_SIZE = 1024
+# Up to this many static children per trie node are compared in place instead of via a dict.
+FEW_STATIC_CHILDREN = 4
 
 # A C Py_ssize_t when compiled (declared in router.pxd); a plain int annotation would make Cython
 # expect a Python int object there instead.
@@ -102,10 +104,39 @@ class _Node:
 
     def __init__(self) -> None:
         self.static: dict[str, _Node] = {}
+        # With only a few static children, comparing them in place beats slicing the segment out
+        # of the path and hashing it for a dict lookup (the common case: most nodes have one).
+        self.few_keys: tuple[str, ...] | None = None
+        self.few_children: tuple[_Node, ...] = ()
         self.param: _Node | None = None
         # A greedy segment is always last, so its child is just the routes ending there.
         self.greedy: _Endpoint | None = None
         self.end: _Endpoint | None = None
+
+    def add_static(self, segment: str) -> _Node:
+        child = self.static.get(segment)
+        if child is None:
+            child = _Node()
+            self.static[segment] = child
+            if len(self.static) <= FEW_STATIC_CHILDREN:
+                self.few_keys = tuple(self.static)
+                self.few_children = tuple(self.static.values())
+            else:
+                self.few_keys = None
+                self.few_children = ()
+        return child
+
+    def static_child(self, path: str, start: Index, end: Index) -> _Node | None:
+        """The static child named path[start:end], if any."""
+        keys = self.few_keys
+        if keys is None:
+            return self.static.get(path[start:end])
+        length = end - start
+        for i in range(len(keys)):
+            key = keys[i]
+            if len(key) == length and path.startswith(key, start):
+                return self.few_children[i]
+        return None
 
 
 class _Table:
@@ -120,17 +151,12 @@ class _Table:
     ) -> None:
         # Annotated locals are typed by Cython too: cdef attributes are reachable only through them.
         node: _Node = self.root
-        child: _Node | None
         names: list[str] = []
         depths: list[int] = []
         endpoint: _Endpoint | None = None
         for depth, (kind, text) in enumerate(segments):
             if kind == _STATIC:
-                child = node.static.get(text)
-                if child is None:
-                    child = _Node()
-                    node.static[text] = child
-                node = child
+                node = node.add_static(text)
             elif kind == _PARAM:
                 if node.param is None:
                     node.param = _Node()
@@ -169,6 +195,18 @@ class _Table:
             _collect(self.root, path, 0, len(path), allowed)
 
 
+def _segment_end(path: str, start: Index, n: Index) -> Index:
+    """Index of the '/' that ends the segment starting at `start`, or n.
+
+    A plain character loop: compiled, it reads the string's buffer directly, which beats
+    str.find's generic search for segments a few characters long.
+    """
+    end = start
+    while end < n and path[end] != "/":
+        end += 1
+    return end
+
+
 def _walk(node: _Node, path: str, pos: Index, n: Index, method: str) -> _Route | None:
     """Find the most specific route under `node` for path[pos:], which is empty or starts with '/'.
 
@@ -180,11 +218,9 @@ def _walk(node: _Node, path: str, pos: Index, n: Index, method: str) -> _Route |
             return node.end.lookup(method)
         return None
     start = pos + 1
-    end = path.find("/", start)
-    if end < 0:
-        end = n
+    end = _segment_end(path, start, n)
     if node.static:
-        child = node.static.get(path[start:end])
+        child = node.static_child(path, start, end)
         if child is not None:
             route = _walk(child, path, end, n, method)
             if route is not None:
@@ -205,10 +241,8 @@ def _collect(node: _Node, path: str, pos: Index, n: Index, allowed: set[str]) ->
             allowed.update(node.end.allowed)
         return
     start = pos + 1
-    end = path.find("/", start)
-    if end < 0:
-        end = n
-    child: _Node | None = node.static.get(path[start:end])
+    end = _segment_end(path, start, n)
+    child = node.static_child(path, start, end)
     if child is not None:
         _collect(child, path, end, n, allowed)
     if node.param is not None and end > start:
@@ -230,9 +264,7 @@ def _extract_params(route: _Route, path: str) -> dict[str, str]:
     n = len(path)
     while True:
         start = pos + 1
-        end = path.find("/", start)
-        if end < 0:
-            end = n
+        end = _segment_end(path, start, n)
         if depth == wanted:
             if k == last:
                 params[names[k]] = path[start:] if route.greedy else path[start:end]

@@ -79,6 +79,22 @@ def test_root_and_trailing_slash_are_literal(impl: Any) -> None:
     assert router.match("", "GET", "*") is None
 
 
+@pytest.mark.parametrize("children", [1, 4, 5, 40])
+def test_static_children_found_at_any_fan_out(impl: Any, children: int) -> None:
+    # Nodes with few static children compare them in place; more use a dict. Both must agree.
+    # The patterns end in a parameter so the trie walk (not the whole-path dict) finds them.
+    router = impl.Router()
+    names = ["", "a", "ab", "b", *[f"n{index}" for index in range(children)]][:children]
+    for name in names:
+        router.add(f"/x/{name}/{{id}}", f"static:{name}")
+    router.add("/x/{other}/{id}", "param")
+    for name in names:
+        assert router.match("", "GET", f"/x/{name}/7") == (f"static:{name}", {"id": "7"})
+        assert router.match("", "GET", f"/x/{name}z/7") == ("param", {"other": f"{name}z", "id": "7"})
+    assert router.match("", "GET", "/x/zz/7") == ("param", {"other": "zz", "id": "7"})
+    assert router.allowed_methods("", f"/x/{names[-1]}/7") == sorted(impl.ALL_METHODS)
+
+
 def test_parameters_are_raw_single_non_empty_segments(impl: Any) -> None:
     router = impl.Router()
     router.add("/users/{id}", "user")
