@@ -43,6 +43,9 @@ lint: build
 	$(BIN)/ruff format --check gateway plugins _fastpath tests bench
 
 typecheck: build
+	@mkdir -p build/typing/gateway
+	@ln -sfn $(CURDIR)/_fastpath build/typing/gateway/_fastpath
+	@ln -sfn $(CURDIR)/plugins build/typing/gateway/plugins
 	$(BIN)/mypy
 
 unit: build

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
 from typing import Protocol
 
 from gateway.config import HealthCheck
@@ -23,7 +24,7 @@ class CheckedTarget(Protocol):
 class HealthChecker:
     """Checks every target of one upstream every `interval`."""
 
-    def __init__(self, upstream: str, targets: list[CheckedTarget], check: HealthCheck) -> None:
+    def __init__(self, upstream: str, targets: Sequence[CheckedTarget], check: HealthCheck) -> None:
         self.upstream = upstream
         self.targets = targets
         self.check = check

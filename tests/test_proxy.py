@@ -148,7 +148,9 @@ def test_wrong_method_is_405_with_allow(gateway: GatewayProcess) -> None:
 
 
 def test_head_request_gets_no_body(gateway: GatewayProcess) -> None:
-    raw = raw_exchange(gateway.port, b"HEAD /api/download?size=50 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    raw = raw_exchange(
+        gateway.port, b"HEAD /api/download?size=50 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
     head, _, rest = raw.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200")
     assert b"Content-Length: 50" in head

@@ -104,7 +104,9 @@ def test_connect_failure_is_retried_on_another_target(upstream: Upstream) -> Non
 
 def test_passive_health_ejects_a_failing_target(upstream: Upstream) -> None:
     dead_port = free_port()
-    config = upstream_config([f"127.0.0.1:{dead_port}", upstream.addr], 'max_fails = 1\nfail_timeout = "30s"\nretries = 0')
+    config = upstream_config(
+        [f"127.0.0.1:{dead_port}", upstream.addr], 'max_fails = 1\nfail_timeout = "30s"\nretries = 0'
+    )
     with running_gateway(config) as gw, httpx.Client() as client:
         statuses = [client.get(f"{gw.url}/echo").status_code for _ in range(20)]
     # the dead target fails once, then it is out of the rotation

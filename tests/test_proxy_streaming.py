@@ -28,7 +28,10 @@ def upstream() -> Iterator[Upstream]:
 
 @pytest.fixture(scope="module")
 def gateway(upstream: Upstream) -> Iterator[GatewayProcess]:
-    config = f'[upstreams.backend]\ntargets = ["{upstream.addr}"]\n[[routes]]\npath = "$default"\nupstream = "backend"\n'
+    config = (
+        f'[upstreams.backend]\ntargets = ["{upstream.addr}"]\n'
+        '[[routes]]\npath = "$default"\nupstream = "backend"\n'
+    )
     with running_gateway(config, server_extra='max_body_size = "2GiB"') as gw:
         yield gw
 

@@ -108,13 +108,16 @@ def test_chunked_request_body_reaches_upstream(gateway: GatewayProcess) -> None:
 
 
 def test_chunked_request_split_into_tiny_writes(gateway: GatewayProcess) -> None:
-    request = b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+    request = (
+        b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+    )
     with socket.create_connection(("127.0.0.1", gateway.port)) as sock:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         for i in range(len(request)):
             sock.sendall(request[i : i + 1])
             time.sleep(0.001)
-        [(head, body)] = read_responses(sock, 1)
+        [(_, body)] = read_responses(sock, 1)
     assert json.loads(body)["body_length"] == 5
 
 
@@ -135,7 +138,9 @@ def test_chunked_response_is_unframed_for_http10_client(gateway: GatewayProcess)
 
 def test_close_delimited_response_is_rechunked_for_http11_client(gateway: GatewayProcess) -> None:
     with socket.create_connection(("127.0.0.1", gateway.port)) as sock:
-        sock.sendall(b"GET /close?size=70000 HTTP/1.1\r\nHost: a\r\n\r\nGET /health HTTP/1.1\r\nHost: a\r\n\r\n")
+        sock.sendall(
+            b"GET /close?size=70000 HTTP/1.1\r\nHost: a\r\n\r\nGET /health HTTP/1.1\r\nHost: a\r\n\r\n"
+        )
         (head, body), (_, second) = read_responses(sock, 2)
     assert b"Transfer-Encoding: chunked" in head
     assert body == b"x" * 70000
@@ -167,7 +172,8 @@ def test_expect_100_continue(gateway: GatewayProcess) -> None:
 
 def test_expect_100_continue_refused_when_too_large(gateway: GatewayProcess) -> None:
     raw = raw_exchange(
-        gateway.port, b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5000000\r\nExpect: 100-continue\r\n\r\n"
+        gateway.port,
+        b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5000000\r\nExpect: 100-continue\r\n\r\n",
     )
     assert raw.startswith(b"HTTP/1.1 413 ")
     assert b"100 Continue" not in raw
@@ -212,9 +218,15 @@ def test_limits(gateway: GatewayProcess, upstream: Upstream) -> None:
     before = upstream.requests
     too_long_target = b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: a\r\n\r\n"
     assert raw_exchange(gateway.port, too_long_target).startswith(b"HTTP/1.1 414 ")
-    big_headers = b"GET / HTTP/1.1\r\nHost: a\r\n" + b"".join(b"X-%d: %s\r\n" % (i, b"v" * 200) for i in range(90)) + b"\r\n"
+    big_headers = (
+        b"GET / HTTP/1.1\r\nHost: a\r\n"
+        + b"".join(b"X-%d: %s\r\n" % (i, b"v" * 200) for i in range(90))
+        + b"\r\n"
+    )
     assert raw_exchange(gateway.port, big_headers).startswith(b"HTTP/1.1 431 ")
-    many_fields = b"GET / HTTP/1.1\r\nHost: a\r\n" + b"".join(b"X-%d: v\r\n" % i for i in range(120)) + b"\r\n"
+    many_fields = (
+        b"GET / HTTP/1.1\r\nHost: a\r\n" + b"".join(b"X-%d: v\r\n" % i for i in range(120)) + b"\r\n"
+    )
     assert raw_exchange(gateway.port, many_fields).startswith(b"HTTP/1.1 431 ")
     assert raw_exchange(gateway.port, b"GET / HTTP/2.0\r\nHost: a\r\n\r\n").startswith(b"HTTP/1.1 505 ")
     too_big = b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 2000000\r\n\r\n"
@@ -225,7 +237,9 @@ def test_limits(gateway: GatewayProcess, upstream: Upstream) -> None:
 def test_chunked_body_over_the_limit_is_413(gateway: GatewayProcess) -> None:
     chunk = b"x" * 65536
     body = b"".join(b"10000\r\n" + chunk + b"\r\n" for _ in range(20)) + b"0\r\n\r\n"
-    raw = raw_exchange(gateway.port, b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n" + body)
+    raw = raw_exchange(
+        gateway.port, b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n" + body
+    )
     assert raw.startswith(b"HTTP/1.1 413 ")
 
 

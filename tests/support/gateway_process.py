@@ -85,7 +85,10 @@ def wait_for_port(port: int, timeout: float, gateway: GatewayProcess | None = No
 def running_gateway(config_body: str, *, server_extra: str = "") -> Iterator[GatewayProcess]:
     """A gateway with `[server]` on a free port plus the given config body (upstreams, routes)."""
     port = free_port()
-    text = f'[server]\nlisten = "127.0.0.1:{port}"\nworkers = 1\naccess_log = "off"\n{server_extra}\n{config_body}'
+    text = (
+        f'[server]\nlisten = "127.0.0.1:{port}"\nworkers = 1\naccess_log = "off"\n'
+        f"{server_extra}\n{config_body}"
+    )
     with tempfile.TemporaryDirectory(prefix="lambdagate-test-") as tmp:
         gateway = GatewayProcess(text, port, Path(tmp))
         gateway.start()

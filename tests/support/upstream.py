@@ -139,7 +139,10 @@ class UpstreamProtocol(asyncio.Protocol):
             return False
         if path.startswith("/download"):
             size = int(query.get("size", "1000"))
-            write(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: %d\r\n\r\n" % size)
+            write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: %d\r\n\r\n"
+                % size
+            )
             await self.stream(size)
             return True
         body = json.dumps(
