@@ -38,6 +38,7 @@ cdef class Gateway:
     cdef int64_t max_body         # 0 = unlimited
     cdef double header_timeout
     cdef double body_timeout
+    cdef double send_timeout
     cdef double keepalive_timeout
     cdef int keepalive_requests
     cdef readonly object access_log
@@ -66,6 +67,7 @@ cdef class HttpConnection(ProxyClient):
     cdef bint discard_body        # read and drop the request body (static responses)
     cdef int paused               # PAUSE_* reasons for not reading
     cdef bint write_paused
+    cdef double send_deadline     # when a client not reading our response is given up on
     cdef bytes client_ip
     cdef int served
     cdef RouteAction action

@@ -42,6 +42,7 @@ class Gateway:
         max_body: int = ...,
         header_timeout: float = 10.0,
         body_timeout: float = 60.0,
+        send_timeout: float = 60.0,
         keepalive_timeout: float = 75.0,
         keepalive_requests: int = 0,
         access_log: Any = None,

@@ -222,6 +222,7 @@ cdef class Gateway:
         int64_t max_body=1 << 30,
         double header_timeout=10.0,
         double body_timeout=60.0,
+        double send_timeout=60.0,
         double keepalive_timeout=75.0,
         int keepalive_requests=0,
         object access_log=None,
@@ -236,6 +237,7 @@ cdef class Gateway:
         self.max_body = max_body
         self.header_timeout = header_timeout
         self.body_timeout = body_timeout
+        self.send_timeout = send_timeout
         self.keepalive_timeout = keepalive_timeout
         self.keepalive_requests = keepalive_requests
         self.access_log = access_log
@@ -358,12 +360,21 @@ cdef class HttpConnection(ProxyClient):
         return False
 
     def pause_writing(self):
+        cdef double now = monotonic()
         self.write_paused = True
+        self.send_deadline = now + self.gw.send_timeout
+        if self.deadline == 0.0 or self.deadline > self.send_deadline:
+            self.deadline = self.send_deadline
         if self.upstream is not None:
             self.upstream.pause_reading()
 
     def resume_writing(self):
+        cdef double now = monotonic()
         self.write_paused = False
+        if self.state == C_BODY:
+            self.deadline = now + self.gw.body_timeout
+        elif self.state == C_HEAD:
+            self.deadline = 0.0 if self.busy else now + self.gw.keepalive_timeout
         if self.upstream is not None:
             self.upstream.resume_reading()
 
@@ -956,6 +967,13 @@ cdef class HttpConnection(ProxyClient):
             return
         if self.state == C_LINGER:
             self.close()
+            return
+        if self.write_paused:
+            if now >= self.send_deadline:
+                # The client has left our bytes unread for send_timeout: give up on it.
+                self.transport.abort()
+            else:
+                self.deadline = self.send_deadline
             return
         if self.state == C_BODY:
             self.fail_request(408, "request_timeout",

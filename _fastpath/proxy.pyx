@@ -560,14 +560,19 @@ cdef class UpstreamConnection(Watched):
             self.fail(UPSTREAM_READ_TIMEOUT, "read_timeout passed")
 
     cdef void pause_reading(self):
+        # The client is not taking bytes: its send_timeout applies, our read_timeout waits.
         if not self.reading_paused and self.transport is not None:
             self.reading_paused = True
             self.transport.pause_reading()
+            if self.state == UP_WAIT_HEAD or self.state == UP_BODY:
+                self.deadline = 0.0
 
     cdef void resume_reading(self):
         if self.reading_paused and self.transport is not None:
             self.reading_paused = False
             self.transport.resume_reading()
+            if self.state == UP_BODY or (self.state == UP_WAIT_HEAD and self.read_armed):
+                self.deadline = monotonic() + self.pool.read_timeout
 
     cdef void abort(self):
         cdef int previous = self.state

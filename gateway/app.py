@@ -119,6 +119,7 @@ def build_runtime(config: Config, loop: asyncio.AbstractEventLoop) -> Runtime:
         max_body=server.max_body_size,
         header_timeout=server.header_timeout,
         body_timeout=server.body_timeout,
+        send_timeout=server.send_timeout,
         keepalive_timeout=server.keepalive_timeout,
         keepalive_requests=server.keepalive_requests,
         access_log=access_log,

@@ -94,6 +94,9 @@ class Server(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     body_timeout: Annotated[Duration, _doc("Longest gap between two reads of a request body, else 408.")] = (
         60.0
     )
+    send_timeout: Annotated[
+        Duration, _doc("Longest time a client may take no response bytes while we have some to send.")
+    ] = 60.0
     keepalive_timeout: Annotated[Duration, _doc("An idle client connection is closed after this.")] = 75.0
     keepalive_requests: Annotated[
         int, Meta(ge=0), _doc("Requests served on one client connection before closing it; 0 = unlimited.")

@@ -153,6 +153,7 @@ def test_defaults_match_the_contract() -> None:
         max_body_size=1024**3,
         header_timeout=10.0,
         body_timeout=60.0,
+        send_timeout=60.0,
         keepalive_timeout=75.0,
         keepalive_requests=0,
         drain_timeout=30.0,
@@ -626,7 +627,7 @@ def test_contract_field_names() -> None:
     assert public_fields(Config) == ["server", "upstreams", "routes"]
     assert public_fields(Server) == [
         "listen", "workers", "access_log", "max_request_target", "max_header_size", "max_header_fields",
-        "max_body_size", "header_timeout", "body_timeout", "keepalive_timeout", "keepalive_requests",
+        "max_body_size", "header_timeout", "body_timeout", "send_timeout", "keepalive_timeout", "keepalive_requests",
         "drain_timeout",
     ]  # fmt: skip
     assert public_fields(Upstream) == [

@@ -150,3 +150,41 @@ def test_hash_balancing_is_sticky(upstream: Upstream) -> None:
                     client.get(f"{gw.url}/echo", headers={"X-User": user})
                 moved = (upstream.requests - before[0], second.requests - before[1])
                 assert sorted(moved) == [0, 5]
+
+
+def test_slow_reader_does_not_count_as_a_slow_upstream(upstream: Upstream) -> None:
+    # The client stops reading for longer than read_timeout: the upstream is paused, not timed out.
+    size = 64 * 1024 * 1024
+    config = upstream_config([upstream.addr], 'read_timeout = "300ms"')
+    with running_gateway(config) as gw, socket.create_connection(("127.0.0.1", gw.port)) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        sock.sendall(f"GET /download?size={size} HTTP/1.1\r\nHost: a\r\n\r\n".encode())
+        time.sleep(1.5)
+        received = 0
+        while received < size:
+            data = sock.recv(1 << 20)
+            assert data, f"closed after {received} bytes"
+            received += len(data)
+    assert received > size  # the body and the head
+
+
+def test_client_that_never_reads_is_dropped_after_send_timeout(upstream: Upstream) -> None:
+    config = upstream_config([upstream.addr])
+    with running_gateway(config, server_extra='send_timeout = "500ms"') as gw:
+        sock = socket.create_connection(("127.0.0.1", gw.port))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        sock.sendall(b"GET /download?size=200000000 HTTP/1.1\r\nHost: a\r\n\r\n")
+        time.sleep(2.0)
+        sock.settimeout(5)
+        received = 0
+        try:
+            while True:
+                data = sock.recv(1 << 20)
+                if not data:
+                    break
+                received += len(data)
+        except ConnectionResetError:
+            pass
+        sock.close()
+        assert received < 200_000_000
+        assert httpx.get(f"{gw.url}/echo").status_code == 200  # and it keeps serving
