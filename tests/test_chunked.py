@@ -9,7 +9,6 @@ from __future__ import annotations
 import itertools
 
 import pytest
-
 from gateway._fastpath.parser import ChunkedDecoder, Incomplete, ParseError, decode_chunked
 
 NEXT_MESSAGE = b"GET /next HTTP/1.1\r\n"
@@ -19,7 +18,7 @@ BODIES = [
     (b"0\r\n\r\n", b""),
     (b"5\r\nhello\r\n0\r\n\r\n", b"hello"),
     (b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n", b"hello world"),
-    (b"A;ext=val;q=\"a\\\"b\"\r\n0123456789\r\n0\r\n\r\n", b"0123456789"),
+    (b'A;ext=val;q="a\\"b"\r\n0123456789\r\n0\r\n\r\n', b"0123456789"),
     (b"3;x=y\r\n\r\n\n\r\n1\r\n\x00\r\n0;end\r\nTrailer-A: 1\r\nTrailer-B:\tv v \r\n\r\n", b"\r\n\n\x00"),
     (b"001\r\nx\r\n0000\r\nT: a\r\n\r\n", b"x"),
 ]
@@ -83,9 +82,9 @@ BAD_BODIES = [
     (b"5\r\nhelloX\r\n0\r\n\r\n", 400, "missing_chunk_crlf"),
     (b"5\r\nhello\rX0\r\n\r\n", 400, "missing_chunk_crlf"),
     (b"5;\r\nhello\r\n0\r\n\r\n", 400, "invalid_chunk_extension"),
-    (b"5;a=\"b\r\nhello\r\n0\r\n\r\n", 400, "invalid_chunk_extension"),
+    (b'5;a="b\r\nhello\r\n0\r\n\r\n', 400, "invalid_chunk_extension"),
     (b"5;a=b;c=\x7f\r\nhello\r\n0\r\n\r\n", 400, "invalid_chunk_extension"),
-    (b"5;a=\"x\" \r\nhello\r\n0\r\n\r\n", 400, "invalid_chunk_extension"),
+    (b'5;a="x" \r\nhello\r\n0\r\n\r\n', 400, "invalid_chunk_extension"),
     (b"5 ;a\r\nhello\r\n0\r\n\r\n", 400, "invalid_chunk_size"),
     (b"5; a\r\nhello\r\n0\r\n\r\n", 400, "invalid_chunk_extension"),
     (b"5;a =b\r\nhello\r\n0\r\n\r\n", 400, "invalid_chunk_extension"),

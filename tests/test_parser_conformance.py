@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from gateway._fastpath.parser import (
     Incomplete,
     ParsedRequest,
@@ -44,7 +43,15 @@ RESPONSE_CASES = load_cases("responses.toml")
 
 # Fields compared as-is (bytes fields are given as text in the table).
 BYTES_FIELDS = ("method", "target", "path", "body")
-PLAIN_FIELDS = ("version", "keep_alive", "expect_continue", "upgrade", "connection_tokens", "body_kind", "consumed")
+PLAIN_FIELDS = (
+    "version",
+    "keep_alive",
+    "expect_continue",
+    "upgrade",
+    "connection_tokens",
+    "body_kind",
+    "consumed",
+)
 
 
 def check_request_fields(req: ParsedRequest, case: dict[str, Any]) -> None:
@@ -129,7 +136,12 @@ def test_table_is_large_and_covers_every_outcome() -> None:
     assert outcomes == {"ok", "error", "incomplete"}
     assert len(REQUEST_CASES) >= 100
     codes = {c["code"] for c in REQUEST_CASES if c["outcome"] == "error"}
-    assert {"content_length_with_transfer_encoding", "duplicate_content_length", "obs_fold", "bare_lf"} <= codes
+    assert {
+        "content_length_with_transfer_encoding",
+        "duplicate_content_length",
+        "obs_fold",
+        "bare_lf",
+    } <= codes
 
 
 def test_every_error_names_its_status_and_code() -> None:
@@ -137,3 +149,35 @@ def test_every_error_names_its_status_and_code() -> None:
         if case["outcome"] == "error":
             assert case["status"] in (400, 414, 431, 501, 505), case["name"]
             assert case["code"].replace("_", "").isalnum() and case["code"].islower(), case["name"]
+
+
+# --- every byte value in every position of a word ---------------------------------------------
+# The scanner checks values and targets eight bytes at a time; these sweeps make sure the word
+# check and the byte-by-byte rule agree for every byte at every offset within a word.
+
+VALUE_OK = {0x09, 0x20} | set(range(0x21, 0x7F)) | set(range(0x80, 0x100))
+TARGET_OK = set(range(0x21, 0x7F)) - {ord("#")}
+
+
+@pytest.mark.parametrize("offset", range(17))
+def test_every_byte_in_a_field_value(offset: int) -> None:
+    for byte in range(256):
+        value = b"v" * (offset + 1) + bytes([byte]) + b"w" * 20  # no leading OWS to trim
+        data = b"GET / HTTP/1.1\r\nHost: a\r\nX-Long: " + value + b"\r\n\r\n"
+        if byte in VALUE_OK:
+            assert parse_request(data).headers[1] == (b"X-Long", value), byte
+        else:
+            with pytest.raises(ParseError):
+                parse_request(data)
+
+
+@pytest.mark.parametrize("offset", range(17))
+def test_every_byte_in_a_target(offset: int) -> None:
+    for byte in range(256):
+        target = b"/" + b"t" * offset + bytes([byte]) + b"u" * 20
+        data = b"GET " + target + b" HTTP/1.1\r\nHost: a\r\n\r\n"
+        if byte in TARGET_OK:
+            assert parse_request(data).target == target, byte
+        else:
+            with pytest.raises(ParseError):
+                parse_request(data)

@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import re
 import string
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import httptools
+from gateway._fastpath.parser import Incomplete, ParsedRequest, ParseError, parse_request
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from gateway._fastpath.parser import Incomplete, ParsedRequest, ParseError, parse_request
 
 
 @dataclass
@@ -41,19 +39,17 @@ class Message:
 @dataclass
 class Outcome:
     messages: list[Message]
-    error: str | None = None        # our error code, or llhttp's exception text
-    incomplete: bool = False        # we stopped inside an unfinished message
+    error: str | None = None  # our error code, or llhttp's exception text
+    incomplete: bool = False  # we stopped inside an unfinished message
     upgraded: bool = False
-    closed: bool = False            # the last message closes the connection; the rest is ignored
+    closed: bool = False  # the last message closes the connection; the rest is ignored
 
 
 # --- our side -----------------------------------------------------------------------------------
 
 
 def from_ours(req: ParsedRequest) -> Message:
-    return Message(
-        req.method, req.target, req.version, req.headers, req.body, req.trailers, req.keep_alive
-    )
+    return Message(req.method, req.target, req.version, req.headers, req.body, req.trailers, req.keep_alive)
 
 
 def parse_ours(data: bytes) -> Outcome:
@@ -88,8 +84,8 @@ def strip_ows(value: bytes) -> bytes:
 class Recorder:
     """httptools protocol object collecting every message the way a server would."""
 
-    def __init__(self, parser_ref: Callable[[], httptools.HttpRequestParser]) -> None:
-        self.parser_ref = parser_ref
+    def __init__(self) -> None:
+        self.parser: httptools.HttpRequestParser | None = None  # set once the parser exists
         self.messages: list[Message] = []
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
@@ -109,7 +105,8 @@ class Recorder:
         (self.trailers if self.in_trailers else self.headers).append((name, strip_ows(value)))
 
     def on_headers_complete(self) -> None:
-        parser = self.parser_ref()
+        parser = self.parser
+        assert parser is not None
         self.head = (parser.get_method(), parser.get_http_version(), parser.should_keep_alive())
         self.in_trailers = True
 
@@ -125,9 +122,8 @@ class Recorder:
 
 
 def parse_llhttp(data: bytes) -> Outcome:
-    parser: httptools.HttpRequestParser | None = None
-    recorder = Recorder(lambda: parser)
-    parser = httptools.HttpRequestParser(recorder)
+    recorder = Recorder()
+    parser = recorder.parser = httptools.HttpRequestParser(recorder)
     try:
         parser.feed_data(data)
     except httptools.HttpParserUpgrade:
@@ -162,7 +158,9 @@ def we_reject_llhttp_accepts(data: bytes, ours: Outcome, theirs: Outcome) -> str
     code = ours.error
     leading = head[: len(head) - len(head.lstrip(b"\r\n"))]
     if code == "bad_request_line" and leading.replace(b"\r\n", b""):
-        return "RFC 9112 §2.2: only whole empty lines (CRLF) may precede a request line; llhttp skips any CR/LF"
+        return (
+            "RFC 9112 §2.2: only whole empty lines (CRLF) may precede a request line; llhttp skips any CR/LF"
+        )
     index = len(ours.messages)
     if index < len(theirs.messages) and theirs.messages[index].version == "0.9":
         return "RFC 9112 §3: a request line has an HTTP-version; HTTP/0.9 simple requests are refused"
@@ -173,7 +171,7 @@ def we_reject_llhttp_accepts(data: bytes, ours: Outcome, theirs: Outcome) -> str
     if code == "invalid_target":
         return "RFC 9112 §3.2: target forms (no fragment, visible ASCII, '*' only for OPTIONS)"
     if code == "http_version_not_supported":
-        return "RFC 9112 §2.3 / RFC 9110 §15.6.6: only HTTP/1.0 and 1.1 framing is spoken (llhttp takes 0.9, 2.0)"
+        return "RFC 9112 §2.3 / RFC 9110 §15.6.6: only HTTP/1.0 and 1.1 are spoken (llhttp takes 0.9, 2.0)"
     if code == "transfer_encoding_in_http10":
         return "RFC 9112 §6.1: Transfer-Encoding in an HTTP/1.0 request means faulty framing"
     if code == "not_implemented":
@@ -221,7 +219,7 @@ def explain_difference(data: bytes, ours: Outcome, theirs: Outcome) -> str | Non
         if their_n < mine_n:
             return "llhttp completed fewer messages"
         if theirs.error and their_n == mine_n:
-            return None   # both refused the same message
+            return None  # both refused the same message
         # llhttp accepted (or is still reading) the message we refused.
         return we_reject_llhttp_accepts(data, ours, theirs) or f"we reject ({ours.error}), llhttp accepts"
     if theirs.error:
@@ -265,12 +263,16 @@ def valid_request(draw: st.DrawFn) -> bytes:
         if draw(st.booleans()):
             host += f":{draw(st.integers(1, 65535))}"
         fields.append(("Host", host))
-    connection = draw(st.sampled_from([None, "close", "keep-alive", "Keep-Alive, close", "x-hop", "close, x-hop"]))
+    connection = draw(
+        st.sampled_from([None, "close", "keep-alive", "Keep-Alive, close", "x-hop", "close, x-hop"])
+    )
     if connection:
         fields.append((draw(st.sampled_from(["Connection", "connection"])), connection))
     fields += draw(st.lists(st.tuples(field_names, field_values), max_size=6))
     body = b""
-    framing = draw(st.sampled_from(["none", "length", "chunked"] if version == b"1.1" else ["none", "length"]))
+    framing = draw(
+        st.sampled_from(["none", "length", "chunked"] if version == b"1.1" else ["none", "length"])
+    )
     if framing == "length":
         payload = draw(st.binary(max_size=30))
         fields.append((draw(st.sampled_from(["Content-Length", "content-length"])), str(len(payload))))
@@ -375,7 +377,9 @@ def test_whitelist_only_covers_cases_where_we_are_stricter() -> None:
         b"GET / HTTP/2.0\r\n\r\n": "http_version_not_supported",
         b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n": "transfer_encoding_in_http10",
         b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n": "not_implemented",
-        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: , chunked\r\n\r\n0\r\n\r\n": "invalid_transfer_encoding",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: , chunked\r\n\r\n0\r\n\r\n": (
+            "invalid_transfer_encoding"
+        ),
     }
     for data, code in samples.items():
         ours, theirs = parse_ours(data), parse_llhttp(data)
