@@ -19,7 +19,7 @@ $(BIN)/python:
 	$(BIN)/pip install -q -U pip setuptools wheel
 
 $(VENV)/.deps: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q 'cython>=3.0' 'setuptools>=68' wheel
+	$(BIN)/pip install -q 'cython>=3.0' 'setuptools>=77' wheel
 	$(BIN)/pip install -q --no-build-isolation -e '.[dev]'
 	touch $@
 
