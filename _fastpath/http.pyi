@@ -13,7 +13,9 @@ class RouteAction:
     kind: int
     pool: UpstreamPool | None
     @staticmethod
-    def static(name: str, status: int, body: bytes, content_type: str, headers: dict[str, str]) -> RouteAction: ...
+    def static(
+        name: str, status: int, body: bytes, content_type: str, headers: dict[str, str]
+    ) -> RouteAction: ...
     @staticmethod
     def proxy(
         name: str,

@@ -484,7 +484,11 @@ cdef class HttpConnection(ProxyClient):
             self.log_target = PyBytes_FromStringAndSize(base + rp.target.off, rp.target.len)
 
         method = _method_str(base + rp.method.off, rp.method.len)
-        path = PyUnicode_DecodeLatin1(base + rp.path.off, rp.path.len, NULL)
+        if method == "CONNECT":
+            self.respond_error(501, "not_implemented", "CONNECT tunnels are not supported", True)
+            return head_len
+        # An absolute-form target without a path ("http://host") means "/" (RFC 9112 §3.2.2).
+        path = PyUnicode_DecodeLatin1(base + rp.path.off, rp.path.len, NULL) if rp.path.len else "/"
         if gw.host_routing and rp.host_index >= 0:
             h = &rp.headers[rp.host_index]
             if (self.last_host_raw is None or PyBytes_GET_SIZE(self.last_host_raw) != h.value.len
@@ -674,8 +678,10 @@ cdef class HttpConnection(ProxyClient):
             if path_len == 0 or path[0] != b'/':
                 bb_append(b, "/", 1)
             bb_append(b, path, path_len)
-        else:
+        elif path_len:
             bb_append(b, path, path_len)
+        else:
+            bb_append(b, "/", 1)
         if rp.query.off >= 0:
             bb_append(b, "?", 1)
             bb_append(b, base + rp.query.off, rp.query.len)

@@ -627,8 +627,8 @@ def test_contract_field_names() -> None:
     assert public_fields(Config) == ["server", "upstreams", "routes"]
     assert public_fields(Server) == [
         "listen", "workers", "access_log", "max_request_target", "max_header_size", "max_header_fields",
-        "max_body_size", "header_timeout", "body_timeout", "send_timeout", "keepalive_timeout", "keepalive_requests",
-        "drain_timeout",
+        "max_body_size", "header_timeout", "body_timeout", "send_timeout", "keepalive_timeout",
+        "keepalive_requests", "drain_timeout",
     ]  # fmt: skip
     assert public_fields(Upstream) == [
         "targets", "balance", "hash_on", "keepalive", "keepalive_timeout", "connect_timeout", "read_timeout",

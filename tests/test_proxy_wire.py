@@ -251,3 +251,19 @@ def test_slow_header_is_408(gateway: GatewayProcess) -> None:
         elapsed = time.monotonic() - started
     assert data.startswith(b"HTTP/1.1 408 ")
     assert 0.5 < elapsed < 3.0
+
+
+def test_absolute_form_target_without_path(gateway: GatewayProcess) -> None:
+    raw = raw_exchange(
+        gateway.port, b"GET http://example.com?x=1 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+    )
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), raw
+    assert json.loads(body)["path"] == "/?x=1"
+
+
+def test_connect_is_refused(gateway: GatewayProcess, upstream: Upstream) -> None:
+    before = upstream.requests
+    raw = raw_exchange(gateway.port, b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
+    assert raw.startswith(b"HTTP/1.1 501 ")
+    assert upstream.requests == before
