@@ -4,7 +4,9 @@ from libc.stdint cimport int64_t
 
 from .buffer cimport ByteBuffer
 from .parser cimport ChunkedDecoder, RequestParser
+from .balance cimport Target
 from .proxy cimport ProxyClient, UpstreamPool
+from .router cimport Router
 from .timers cimport Ticker
 
 
@@ -29,7 +31,7 @@ cdef class RouteAction:
 
 cdef class Gateway:
     cdef readonly object loop
-    cdef readonly object router
+    cdef readonly Router router
     cdef bint host_routing        # some route names a host: compute the normalized Host
     cdef Py_ssize_t max_target
     cdef Py_ssize_t max_head
@@ -92,7 +94,7 @@ cdef class HttpConnection(ProxyClient):
     cdef Py_ssize_t consume(self, const char* p, Py_ssize_t n, object whole) except -1
     cdef Py_ssize_t consume_loop(self, const char* p, Py_ssize_t n, object whole) except -1
     cdef void fail_request(self, int status, str code, str message)
-    cdef bint retry(self, UpstreamPool pool, bint fresh, object exclude)
+    cdef bint retry(self, UpstreamPool pool, bint fresh, Target exclude)
     cdef object compute_hash_key(self, const char* base, UpstreamPool pool)
     cdef Py_ssize_t handle_head(self, const char* base, Py_ssize_t head_len) except -1
     cdef Py_ssize_t feed_body(self, const char* p, Py_ssize_t n, object whole) except -1

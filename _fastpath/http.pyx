@@ -73,6 +73,8 @@ from .proxy cimport (
     UpstreamConnection,
     UpstreamPool,
 )
+from .balance cimport Target
+from .router cimport Router
 from .timers cimport Ticker, monotonic
 
 _log = logging.getLogger("lambdagate.http")
@@ -213,7 +215,7 @@ cdef class Gateway:
     def __init__(
         self,
         object loop,
-        object router,
+        Router router,
         *,
         bint host_routing=False,
         Py_ssize_t max_target=8192,
@@ -749,7 +751,7 @@ cdef class HttpConnection(ProxyClient):
 
     cdef void on_upstream_error(self, int kind, str detail):
         cdef UpstreamPool pool
-        cdef object failed_target
+        cdef Target failed_target
         cdef int rc
         self.waiting_upstream = False
         if self.state == C_CLOSED or self.action is None:
@@ -797,7 +799,7 @@ cdef class HttpConnection(ProxyClient):
                                f"upstream \"{pool.name}\" closed the connection before responding",
                                not self.request_complete)
 
-    cdef bint retry(self, UpstreamPool pool, bint fresh, object exclude):
+    cdef bint retry(self, UpstreamPool pool, bint fresh, Target exclude):
         """Send the pending request through another connection; False when none is left."""
         cdef int rc = pool.acquire(self, self.hash_key, exclude, fresh)
         cdef bytes host

@@ -3,6 +3,7 @@
 
 from libc.stdint cimport int64_t
 
+from .balance cimport Balancer, Target
 from .buffer cimport ByteBuffer
 from .parser cimport ChunkedDecoder, ResponseParser
 from .timers cimport Ticker, Watched
@@ -52,7 +53,7 @@ cdef class ProxyClient(Watched):
 cdef class UpstreamPool:
     cdef readonly str name
     cdef object loop
-    cdef readonly object balancer # gateway._fastpath.balance.Balancer
+    cdef readonly Balancer balancer
     cdef dict idle                # Target -> list[UpstreamConnection], most recently used last
     cdef int keepalive
     cdef readonly double connect_timeout
@@ -64,14 +65,14 @@ cdef class UpstreamPool:
     cdef bytes hash_name          # header or cookie name for hashing
     cdef dict host_headers        # Target -> bytes for the Host header ("host:port")
 
-    cdef int acquire(self, ProxyClient client, object hash_key, object exclude, bint fresh)
+    cdef int acquire(self, ProxyClient client, object hash_key, Target exclude, bint fresh)
     cdef void release(self, UpstreamConnection up, bint reusable)
-    cdef void report_failure(self, object target)
+    cdef void report_failure(self, Target target)
 
 
 cdef class UpstreamConnection(Watched):
     cdef UpstreamPool pool
-    cdef readonly object target
+    cdef readonly Target target
     cdef object transport
     cdef ProxyClient client
     cdef ResponseParser parser

@@ -12,6 +12,7 @@ import asyncio
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from libc.stdint cimport int64_t
 
+from .balance cimport Balancer, Target
 from .buffer cimport (
     ByteBuffer,
     bb_append,
@@ -89,7 +90,7 @@ cdef class UpstreamPool:
         self,
         str name,
         object loop,
-        object balancer,
+        Balancer balancer,
         Ticker ticker,
         *,
         int keepalive=64,
@@ -138,11 +139,11 @@ cdef class UpstreamPool:
     def idle_count(self):
         return sum(len(conns) for conns in self.idle.values())
 
-    cdef int acquire(self, ProxyClient client, object hash_key, object exclude, bint fresh):
+    cdef int acquire(self, ProxyClient client, object hash_key, Target exclude, bint fresh):
         cdef double now = monotonic()
         cdef UpstreamConnection up
         cdef list conns
-        target = self.balancer.pick(now, hash_key, exclude)
+        cdef Target target = self.balancer.pick(now, hash_key, exclude)
         if target is None:
             return ACQUIRE_NO_TARGET
         target.in_flight += 1
@@ -181,7 +182,7 @@ cdef class UpstreamPool:
                 return
         up.abort()
 
-    cdef void report_failure(self, object target):
+    cdef void report_failure(self, Target target):
         self.balancer.report_failure(target, monotonic())
 
     def close(self):
@@ -194,7 +195,7 @@ cdef class UpstreamPool:
 
 
 cdef class UpstreamConnection(Watched):
-    def __cinit__(self, UpstreamPool pool, object target):
+    def __cinit__(self, UpstreamPool pool, Target target):
         self.pool = pool
         self.target = target
         self.transport = None
