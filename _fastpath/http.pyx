@@ -358,6 +358,7 @@ cdef class HttpConnection(ProxyClient):
     def eof_received(self):
         # A half-closed client may still want its response (HTTP/1.0 style "request, then FIN").
         if self.state != C_LINGER and (self.busy or self.state == C_BODY):
+            self.keep_alive = False  # nothing more can come: close once this response is out
             return True
         return False
 

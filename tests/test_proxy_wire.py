@@ -267,3 +267,14 @@ def test_connect_is_refused(gateway: GatewayProcess, upstream: Upstream) -> None
     raw = raw_exchange(gateway.port, b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
     assert raw.startswith(b"HTTP/1.1 501 ")
     assert upstream.requests == before
+
+
+def test_half_closed_client_gets_its_response_then_the_connection_closes(gateway: GatewayProcess) -> None:
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=5) as sock:
+        sock.sendall(b"GET /slow?ms=100 HTTP/1.1\r\nHost: a\r\n\r\n")
+        sock.shutdown(socket.SHUT_WR)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200")
+    assert b"Connection: close" in data.partition(b"\r\n\r\n")[0]
