@@ -13,6 +13,7 @@ from .timers cimport Ticker
 cdef enum ActionKind:
     ACTION_STATIC = 1
     ACTION_PROXY = 2
+    ACTION_HANDLER = 3            # a Python coroutine answers (admin API, functions, ...)
 
 
 cdef class RouteAction:
@@ -27,6 +28,11 @@ cdef class RouteAction:
     cdef bytes strip_prefix
     cdef list rewrite_parts       # bytes literals and str parameter names, in order
     cdef bint preserve_host
+    # plugins and Python handlers
+    cdef readonly object chain    # gateway.plugins.PluginChain, or None: the pure fast path
+    cdef bint response_phase      # some plugin implements the response phase
+    cdef readonly object handler  # ACTION_HANDLER: async (Request, body) -> Response
+    cdef bint buffer_body         # read the whole request body before answering
 
 
 cdef class Gateway:
@@ -88,6 +94,11 @@ cdef class HttpConnection(ProxyClient):
     cdef bytes last_host_raw
     cdef str last_host
 
+    cdef object view              # gateway.plugins.Request when the route has plugins, else None
+    cdef object response_view     # gateway.plugins.ResponseHead for the response and log phases
+    cdef object plugin_task       # a running async access phase or handler
+    cdef bint expect_continue     # copied from the parser (shared) for use after plugins ran
+    cdef bint handler_ready       # plugins passed; the handler runs once the body is complete
     cdef bint linger              # close with a lingering read (after an error answer)
     cdef bint consuming           # inside consume(): nested completions must not re-enter it
 
@@ -107,5 +118,14 @@ cdef class HttpConnection(ProxyClient):
     cdef void respond_error(self, int status, str code, str message, bint close, bytes extra_headers=*)
     cdef void finish_response(self)
     cdef void log_request(self)
+    cdef void start_plugins(self, const char* base, RouteAction action, object params, str method, str path)
+    cdef void plugins_finished(self, object response)
+    cdef void plugin_failed(self, str phase)
+    cdef void call_handler(self)
+    cdef void start_proxy_from_view(self)
+    cdef object hash_key_from_view(self, UpstreamPool pool)
+    cdef void build_head_from_view(self, RouteAction action, Target target)
+    cdef void respond_response(self, object response)
+    cdef void run_log_phase(self)
     cdef void close(self)
     cdef void start_linger(self)

@@ -7,11 +7,16 @@ routes are relayed through proxy.UpstreamConnection. Responses leave in request 
 pipelined request waits in the input buffer until the response before it is complete.
 """
 
+import asyncio
 import logging
 import os
 from email.utils import formatdate
 
 import msgspec
+
+from gateway.plugins import Request as PluginRequest
+from gateway.plugins import Response as PluginResponse
+from gateway.plugins import ResponseHead as PluginResponseHead
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.unicode cimport PyUnicode_DecodeLatin1
@@ -180,6 +185,29 @@ cdef class RouteAction:
         self.strip_prefix = None
         self.rewrite_parts = None
         self.preserve_host = False
+        self.chain = None
+        self.response_phase = False
+        self.handler = None
+        self.buffer_body = False
+
+    def with_plugins(self, chain):
+        """Attach a PluginChain (None or an empty chain: the route stays on the pure fast path)."""
+        if chain:
+            self.chain = chain
+            self.response_phase = bool(chain.response)
+        else:
+            self.chain = None
+            self.response_phase = False
+        return self
+
+    @staticmethod
+    def python_handler(str name, object handler):
+        """A route answered by `await handler(request, body) -> Response` (the body is buffered)."""
+        cdef RouteAction a = RouteAction(name)
+        a.kind = ACTION_HANDLER
+        a.handler = handler
+        a.buffer_body = True
+        return a
 
     @staticmethod
     def static(str name, int status, bytes body, str content_type, dict headers):
@@ -320,6 +348,11 @@ cdef class HttpConnection(ProxyClient):
         self.last_host = ""
         self.consuming = False
         self.linger = False
+        self.view = None
+        self.response_view = None
+        self.plugin_task = None
+        self.handler_ready = False
+        self.wants_response_head = False
 
     def __dealloc__(self):
         bb_free(&self.inbuf)
@@ -341,6 +374,9 @@ cdef class HttpConnection(ProxyClient):
         cdef int previous = self.state
         self.state = C_CLOSED
         self.gw.ticker.remove(self)
+        if self.plugin_task is not None:
+            self.plugin_task.cancel()
+            self.plugin_task = None
         if up is not None:
             self.upstream = None
             up.client = None
@@ -469,6 +505,11 @@ cdef class HttpConnection(ProxyClient):
         self.upstream_request = None
         self.flushed_any = False
         self.discard_body = False
+        self.view = None
+        self.response_view = None
+        self.handler_ready = False
+        self.wants_response_head = False
+        self.expect_continue = rp.expect_continue
         self.client_http10 = rp.version == 10
         self.request_is_head = rp.method.len == 4 and memcmp(base + rp.method.off, b"HEAD", 4) == 0
         self.keep_alive = rp.keep_alive and not gw.draining and (
@@ -517,6 +558,9 @@ cdef class HttpConnection(ProxyClient):
         if gw.max_body and rp.body_kind == BODY_LENGTH and rp.content_length > gw.max_body:
             self.respond_error(413, "content_too_large",
                                f"the request body is larger than the limit of {gw.max_body} bytes", True)
+            return head_len
+        if action.chain is not None or action.kind == ACTION_HANDLER:
+            self.start_plugins(base, action, match[1], method, path)
             return head_len
         if action.kind == ACTION_STATIC:
             self.discard_body = not self.request_complete
@@ -584,7 +628,7 @@ cdef class HttpConnection(ProxyClient):
             self.upstream.send(whole if whole is not None else PyBytes_FromStringAndSize(p, n))
             return
         bb_append(&self.pending, p, n)
-        if bb_len(&self.pending) > BUFFER_HIGH_WATER:
+        if bb_len(&self.pending) > BUFFER_HIGH_WATER and not (self.action is not None and self.action.buffer_body):
             self.pause_input(PAUSE_BUFFER_FULL)
 
     cdef void body_done(self):
@@ -595,6 +639,9 @@ cdef class HttpConnection(ProxyClient):
             self.discard_body = False
             if not self.busy:
                 self.finish_response()
+            return
+        if self.handler_ready:
+            self.call_handler()
             return
         if self.upstream is not None and not self.waiting_upstream and bb_len(&self.pending) == 0:
             self.upstream.request_sent()
@@ -839,9 +886,320 @@ cdef class HttpConnection(ProxyClient):
         if self.paused == 0 and self.transport is not None and self.state != C_CLOSED:
             self.transport.resume_reading()
 
+    # -- plugins and Python handlers -----------------------------------------------------------
+
+    cdef void start_plugins(self, const char* base, RouteAction action, object params, str method, str path):
+        """Build the plugins' view of the request and run access + rewrite (sync or async)."""
+        cdef RequestParser rp = self.gw.parser
+        cdef Header* h
+        cdef int i
+        cdef list fields = []
+        for i in range(rp.nheaders):
+            h = &rp.headers[i]
+            name = PyUnicode_DecodeLatin1(base + h.name.off, h.name.len, NULL)
+            value = PyUnicode_DecodeLatin1(base + h.value.off, h.value.len, NULL)
+            if self.request_id is None and header_id(base + h.name.off, h.name.len) == H_X_REQUEST_ID:
+                self.request_id = PyBytes_FromStringAndSize(base + h.value.off, h.value.len)
+            fields.append((name, value))
+        if self.request_id is None:
+            self.request_id = self.gw.next_request_id()
+        self.view = PluginRequest(
+            method=method,
+            path=path,
+            query=PyUnicode_DecodeLatin1(base + rp.query.off, rp.query.len, NULL) if rp.query.off >= 0 else "",
+            headers=fields,
+            client_ip=self.client_ip.decode("latin-1"),
+            route=action.name,
+            request_id=self.request_id.decode("latin-1"),
+            http_version="1.0" if self.client_http10 else "1.1",
+            path_params=params,
+            content_length=rp.content_length if rp.body_kind == BODY_LENGTH else None,
+        )
+        if action.chain is None:
+            self.plugins_finished(None)
+            return
+        try:
+            result = action.chain.run_access(self.view)
+        except Exception:
+            self.plugin_failed("access")
+            return
+        if result is None or isinstance(result, PluginResponse):
+            self.plugins_finished(result)
+            return
+        self.plugin_task = asyncio.ensure_future(result)
+        self.plugin_task.add_done_callback(self._on_plugins_done)
+
+    def _on_plugins_done(self, future):
+        self.plugin_task = None
+        if self.state > C_BODY or future.cancelled():
+            return
+        try:
+            response = future.result()
+        except Exception:
+            self.plugin_failed("access")
+            return
+        self.plugins_finished(response)
+
+    cdef void plugins_finished(self, object response):
+        cdef RouteAction action = self.action
+        if self.state > C_BODY:
+            return
+        if response is not None:
+            self.respond_response(response)
+            return
+        if action.kind == ACTION_STATIC:
+            self.discard_body = not self.request_complete
+            self.respond_static(action)
+            return
+        if self.expect_continue and not self.request_complete:
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if action.kind == ACTION_HANDLER:
+            self.handler_ready = True
+            if self.request_complete:
+                self.call_handler()
+            return
+        self.start_proxy_from_view()
+
+    cdef void plugin_failed(self, str phase):
+        rid = self.request_id.decode("latin-1") if self.request_id is not None else "-"
+        _log.exception("plugin failed in the %s phase (route %s, request id %s)", phase,
+                       self.action.name if self.action is not None else "-", rid)
+        self.respond_error(500, "plugin_error",
+                           f"a plugin failed in the {phase} phase; request id {rid}", not self.request_complete)
+
+    cdef void call_handler(self):
+        cdef bytes body = bb_take(&self.pending)
+        self.handler_ready = False
+        try:
+            task = asyncio.ensure_future(self.action.handler(self.view, body))
+        except Exception:
+            self.plugin_failed("handler")
+            return
+        self.plugin_task = task
+        task.add_done_callback(self._on_handler_done)
+
+    def _on_handler_done(self, future):
+        self.plugin_task = None
+        if self.state == C_CLOSED or future.cancelled():
+            return
+        try:
+            response = future.result()
+        except Exception:
+            self.plugin_failed("handler")
+            return
+        if not isinstance(response, PluginResponse):
+            _log.error("handler of route %s returned %r, not a Response", self.action.name, response)
+            self.respond_error(500, "handler_error", "the route's handler returned no response", False)
+            return
+        self.respond_response(response)
+
+    cdef void start_proxy_from_view(self):
+        cdef RouteAction action = self.action
+        cdef UpstreamPool pool = action.pool
+        cdef int rc
+        cdef UpstreamConnection up
+        cdef bytes body
+        self.hash_key = self.hash_key_from_view(pool) if pool.hash_source else None
+        rc = pool.acquire(self, self.hash_key, None, False)
+        if rc == ACQUIRE_NO_TARGET:
+            self.respond_error(502, "no_upstream_available",
+                               f"no target of upstream \"{pool.name}\" is available", not self.request_complete)
+            return
+        up = self.upstream
+        self.waiting_upstream = rc == ACQUIRE_PENDING
+        self.log_upstream = up.target.addr
+        self.wants_response_head = action.response_phase
+        # Body bytes that arrived while the plugins ran wait in `pending`: the head goes first.
+        body = bb_take(&self.pending)
+        self.build_head_from_view(action, up.target)
+        bb_append_str(&self.pending, body)
+        if self.write_paused:
+            up.pause_reading()
+        if not self.waiting_upstream:
+            self.flush_pending()
+
+    cdef object hash_key_from_view(self, UpstreamPool pool):
+        if pool.hash_source == 3:
+            return self.client_ip
+        if pool.hash_source == 1:
+            value = self.view.headers.get(pool.hash_name.decode("latin-1"))
+            return value.encode("latin-1") if value is not None else None
+        for cookie_header in self.view.headers.get_all("cookie"):
+            value = _cookie_value(cookie_header.encode("latin-1"), pool.hash_name)
+            if value is not None:
+                return value
+        return None
+
+    cdef void build_head_from_view(self, RouteAction action, Target target):
+        """The upstream request head from the plugins' view, into `pending`."""
+        cdef ByteBuffer* b = &self.pending
+        cdef bytes name_b
+        cdef bytes value_b
+        cdef int hid
+        cdef list forwarded_for = []
+        cdef bint have_request_id = False
+        view = self.view
+        path = view.path.encode("latin-1")
+        bb_append_str(b, view.method.encode("latin-1"))
+        bb_append(b, " ", 1)
+        if view.path_changed:
+            bb_append_str(b, path)
+        elif action.rewrite_parts is not None:
+            params = view.path_params
+            for part in action.rewrite_parts:
+                if isinstance(part, bytes):
+                    bb_append_str(b, <bytes>part)
+                else:
+                    bb_append_str(b, (<str>params.get(part, "")).encode("latin-1"))
+        elif action.strip_prefix is not None and path.startswith(action.strip_prefix):
+            rest = path[len(action.strip_prefix):]
+            if not rest.startswith(b"/"):
+                bb_append(b, "/", 1)
+            bb_append_str(b, rest)
+        else:
+            bb_append_str(b, path)
+        if view.query:
+            bb_append(b, "?", 1)
+            bb_append_str(b, view.query.encode("latin-1"))
+        bb_append(b, " HTTP/1.1\r\nHost: ", 17)
+        self.host_off = bb_len(b)
+        client_host = view.headers.get("host")
+        if action.preserve_host and client_host is not None:
+            bb_append_str(b, client_host.encode("latin-1"))
+        else:
+            bb_append_str(b, <bytes>action.pool.host_headers[target])
+        self.host_len = bb_len(b) - self.host_off
+        bb_append(b, "\r\n", 2)
+        for name, value in view.headers.items():
+            name_b = name.encode("latin-1")
+            value_b = value.encode("latin-1")
+            hid = header_id(PyBytes_AS_STRING(name_b), PyBytes_GET_SIZE(name_b))
+            if hid == H_X_FORWARDED_FOR:
+                forwarded_for.append(value_b)
+                continue
+            if hid == H_X_REQUEST_ID:
+                have_request_id = True
+            elif hid == H_OTHER:
+                if _named_in_connection_values(view, name):
+                    continue
+            elif hid != H_TRANSFER_ENCODING and hid != H_CONTENT_LENGTH:
+                continue
+            bb_append_str(b, name_b)
+            bb_append(b, ": ", 2)
+            bb_append_str(b, value_b)
+            bb_append(b, "\r\n", 2)
+        bb_append(b, "X-Forwarded-For: ", 17)
+        for value_b in forwarded_for:
+            if value_b:
+                bb_append_str(b, value_b)
+                bb_append(b, ", ", 2)
+        bb_append_str(b, self.client_ip)
+        bb_append(b, "\r\nX-Forwarded-Proto: http\r\n", 27)
+        if client_host is not None:
+            bb_append(b, "X-Forwarded-Host: ", 18)
+            bb_append_str(b, client_host.encode("latin-1"))
+            bb_append(b, "\r\n", 2)
+        if not have_request_id:
+            bb_append(b, "X-Request-Id: ", 14)
+            bb_append_str(b, self.request_id)
+            bb_append(b, "\r\n", 2)
+        bb_append(b, "\r\n", 2)
+
+    cdef object filter_response_head(self, int status, list headers):
+        """Run the response phase over an upstream response head; None if the client was answered."""
+        cdef RouteAction action = self.action
+        if self.view is None or action is None or not action.response_phase:
+            return None
+        head = PluginResponseHead(
+            status, [(n.decode("latin-1"), v.decode("latin-1")) for n, v in headers], self.view)
+        try:
+            action.chain.run_response(self.view, head)
+        except Exception:
+            self.plugin_failed("response")
+            return None
+        self.response_view = head
+        return head
+
+    cdef void respond_response(self, object response):
+        """Answer with a plugin's or handler's Response (through the response phase)."""
+        cdef RouteAction action = self.action
+        cdef int status = response.status
+        cdef list fields = list(response.headers)
+        cdef bytes body = bytes(response.body)
+        if self.view is not None and action is not None and action.response_phase:
+            head = PluginResponseHead(status, fields, self.view)
+            try:
+                action.chain.run_response(self.view, head)
+            except Exception:
+                self.plugin_failed("response")
+                return
+            self.response_view = head
+            status = head.status
+            fields = head.headers.items()
+        elif self.view is not None:
+            self.response_view = PluginResponseHead(status, fields, self.view)
+        if not self.request_complete and not self.discard_body:
+            # Answering before the body was read (401 on an upload, say): drop the rest of it.
+            self.discard_body = True
+            bb_clear(&self.pending)
+        bb_clear(&_out)
+        bb_append_str(&_out, f"HTTP/1.1 {status} {reason_phrase(status)}\r\n".encode("latin-1"))
+        for name, value in fields:
+            lower = name.lower()
+            if lower in ("content-length", "transfer-encoding", "connection", "date"):
+                continue
+            bb_append_str(&_out, f"{name}: {value}\r\n".encode("latin-1"))
+        if status >= 200 and status != 204 and status != 304:
+            bb_append(&_out, "Content-Length: ", 16)
+            bb_append_uint(&_out, <unsigned long long>len(body))
+            bb_append(&_out, "\r\n", 2)
+        else:
+            body = b""
+        bb_append_str(&_out, _date_line)
+        if self.request_id is not None and response.headers is not None:
+            if not any(n.lower() == "x-request-id" for n, _ in fields):
+                bb_append(&_out, "X-Request-Id: ", 14)
+                bb_append_str(&_out, self.request_id)
+                bb_append(&_out, "\r\n", 2)
+        if not self.keep_alive:
+            bb_append(&_out, "Connection: close\r\n", 19)
+        elif self.client_http10:
+            bb_append(&_out, "Connection: keep-alive\r\n", 24)
+        bb_append(&_out, "\r\n", 2)
+        if not self.request_is_head:
+            bb_append_str(&_out, body)
+        self.response_status = status
+        self.response_bytes = bb_len(&_out)
+        self.transport.write(bb_take(&_out))
+        if not self.discard_body:
+            self.finish_response()
+        else:
+            self.busy = False  # the body still arrives; body_done() then continues the connection
+            self.log_request()
+
+    cdef void run_log_phase(self):
+        cdef RouteAction action = self.action
+        view = self.view
+        self.view = None
+        if action is None or action.chain is None or not action.chain.log:
+            return
+        head = self.response_view
+        if head is None:
+            head = PluginResponseHead(self.response_status, [], view)
+        head.bytes_sent = self.response_bytes
+        try:
+            action.chain.run_log(view, head)
+        except Exception:
+            _log.exception("plugin failed in the log phase (route %s, request id %s)", action.name,
+                           view.request_id)
+
     # -- responses --------------------------------------------------------------------------
 
     cdef void respond_static(self, RouteAction action):
+        if self.view is not None and action.response_phase:
+            self.respond_response(PluginResponse(
+                action.static_status, action.static_body, _static_headers(action.static_head)))
+            return
         bb_clear(&_out)
         bb_append_str(&_out, action.static_head)
         bb_append_str(&_out, _date_line)
@@ -930,6 +1288,8 @@ cdef class HttpConnection(ProxyClient):
     cdef void log_request(self):
         cdef timespec ts
         cdef Gateway gw = self.gw
+        if self.view is not None:
+            self.run_log_phase()
         if not gw.log_enabled:
             return
         clock_gettime(CLOCK_REALTIME, &ts)
@@ -1010,6 +1370,16 @@ cdef bint _ascii_lower_equal(const char* a, const char* lower, Py_ssize_t n) noe
     return True
 
 
+cdef bint _named_in_connection_values(object view, str name):
+    """Whether the Connection header of the plugins' view names this field (hop-by-hop)."""
+    cdef bytes lower = name.lower().encode("latin-1")
+    for value in view.headers.get_all("connection"):
+        for token in value.split(","):
+            if token.strip().lower().encode("latin-1") == lower:
+                return True
+    return False
+
+
 cdef bint _named_by_connection(RequestParser rp, const char* base, Header* h) noexcept:
     cdef int i
     cdef Header* c
@@ -1019,6 +1389,17 @@ cdef bint _named_by_connection(RequestParser rp, const char* base, Header* h) no
             if token_in_list(base + c.value.off, c.value.len, base + h.name.off, h.name.len):
                 return True
     return False
+
+
+cdef list _static_headers(bytes head):
+    """The fixed headers of a static route's prebuilt head, as (name, value) strings."""
+    cdef list fields = []
+    for line in head.split(b"\r\n")[1:]:
+        if line:
+            name, _, value = line.partition(b":")
+            if name.lower() != b"content-length":
+                fields.append((name.decode("latin-1"), value.strip().decode("latin-1")))
+    return fields
 
 
 cdef object _cookie_value(bytes header, bytes name):

@@ -42,6 +42,12 @@ cdef class ProxyClient(Watched):
     cdef bytes request_id         # added to the response when the upstream sent none
     cdef int response_status
     cdef int64_t response_bytes   # bytes written to the client for this response
+    cdef bint wants_response_head # plugins see (and may change) the response head first
+
+    # The response phase: gets (status, [(name, value) bytes]) and returns an object with
+    # `.status` and `.headers.items()` (str pairs), or None when the client has been answered
+    # otherwise (a plugin failed) and the exchange must be dropped.
+    cdef object filter_response_head(self, int status, list headers)
 
     cdef void pause_input(self, int reason)
     cdef void resume_input(self, int reason)
@@ -101,6 +107,7 @@ cdef class UpstreamConnection(Watched):
     cdef void abort(self)
     cdef void finish_if_done(self)
     cdef void write_head(self, const char* base)
+    cdef bint write_head_filtered(self, const char* base) except -1
     cdef void relay_body(self, const char* p, Py_ssize_t n, object whole, bint head_pending)
     cdef void flush_out(self)
     cdef void fail(self, int kind, str detail)

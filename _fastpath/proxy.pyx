@@ -9,7 +9,7 @@ end: a client that cannot take bytes pauses the upstream read side, and the othe
 
 import asyncio
 
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.stdint cimport int64_t
 
 from .balance cimport Balancer, Target
@@ -17,6 +17,7 @@ from .buffer cimport (
     ByteBuffer,
     bb_append,
     bb_append_hex,
+    bb_append_str,
     bb_append_uint,
     bb_clear,
     bb_consume,
@@ -81,6 +82,9 @@ cdef class ProxyClient(Watched):
 
     cdef void on_response_complete(self):
         pass
+
+    cdef object filter_response_head(self, int status, list headers):
+        return None
 
 
 cdef class UpstreamPool:
@@ -308,7 +312,11 @@ cdef class UpstreamConnection(Watched):
                 return
             off += r  # interim 1xx responses are not relayed: the gateway answers Expect itself
         bb_clear(&_out)
-        self.write_head(p + off)
+        if client.wants_response_head:
+            if not self.write_head_filtered(p + off):
+                return  # a response-phase plugin failed; the client has its 500 already
+        else:
+            self.write_head(p + off)
         off += r
         self.state = UP_BODY
         if self.body_kind == BODY_NONE:
@@ -394,6 +402,67 @@ cdef class UpstreamConnection(Watched):
         elif client.client_http10:
             bb_append(&_out, "Connection: keep-alive\r\n", 24)
         bb_append(&_out, "\r\n", 2)
+
+    cdef bint write_head_filtered(self, const char* base) except -1:
+        """write_head for routes whose plugins see the response head: through Python objects."""
+        cdef ResponseParser rp = self.parser
+        cdef ProxyClient client = self.client
+        cdef int i
+        cdef int hid
+        cdef Header* h
+        cdef list fields = []
+        cdef bytes chunked_te = None
+        # Framing decisions first, exactly as write_head makes them.
+        bb_clear(&_out)
+        self.write_head(base)
+        bb_clear(&_out)
+        for i in range(rp.nheaders):
+            h = &rp.headers[i]
+            hid = header_id(base + h.name.off, h.name.len)
+            if hid == H_TRANSFER_ENCODING:
+                if rp.body_kind == BODY_CHUNKED and not self.dechunk:
+                    chunked_te = PyBytes_FromStringAndSize(base + h.value.off, h.value.len)
+                continue
+            if is_hop_by_hop(hid):
+                continue
+            if rp.connection_tokens and hid == 0 and _listed_in_connection(rp, base, h):
+                continue
+            fields.append((PyBytes_FromStringAndSize(base + h.name.off, h.name.len),
+                           PyBytes_FromStringAndSize(base + h.value.off, h.value.len)))
+        head = client.filter_response_head(rp.status, fields)
+        if head is None:
+            self.client = None
+            client.upstream = None
+            self.end_exchange(False)
+            return False
+        client.response_status = head.status
+        bb_append_str(&_out, f"HTTP/1.1 {head.status} ".encode("latin-1"))
+        if head.status == rp.status:
+            bb_append(&_out, base + rp.reason.off, rp.reason.len)
+        bb_append(&_out, "\r\n", 2)
+        have_request_id = False
+        for name, value in head.headers.items():
+            if name.lower() in ("transfer-encoding", "connection"):
+                continue
+            if name.lower() == "x-request-id":
+                have_request_id = True
+            bb_append_str(&_out, f"{name}: {value}\r\n".encode("latin-1"))
+        if chunked_te is not None:
+            bb_append(&_out, "Transfer-Encoding: ", 19)
+            bb_append_str(&_out, chunked_te)
+            bb_append(&_out, "\r\n", 2)
+        if self.rechunk:
+            bb_append(&_out, "Transfer-Encoding: chunked\r\n", 28)
+        if not have_request_id and client.request_id is not None:
+            bb_append(&_out, "X-Request-Id: ", 14)
+            bb_append_str(&_out, client.request_id)
+            bb_append(&_out, "\r\n", 2)
+        if not client.keep_alive:
+            bb_append(&_out, "Connection: close\r\n", 19)
+        elif client.client_http10:
+            bb_append(&_out, "Connection: keep-alive\r\n", 24)
+        bb_append(&_out, "\r\n", 2)
+        return True
 
     cdef void relay_body(self, const char* p, Py_ssize_t n, object whole, bint head_pending):
         """Relay body bytes p[0:n]; `whole` is the bytes object when p spans all of it."""

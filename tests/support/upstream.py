@@ -56,6 +56,7 @@ class UpstreamProtocol(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         self.server.connections += 1
+        self.server.live.add(self)
         self.worker = asyncio.get_running_loop().create_task(self.respond_in_order())
 
     def data_received(self, data: bytes) -> None:
@@ -67,6 +68,7 @@ class UpstreamProtocol(asyncio.Protocol):
             self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.server.live.discard(self)
         self.queue.put_nowait(None)
 
     def pause_writing(self) -> None:
@@ -181,6 +183,7 @@ class Upstream:
         self.connections = 0
         self.errors = 0
         self.seen: list[_Exchange] = []
+        self.live: set[UpstreamProtocol] = set()
         self.response_headers: list[tuple[str, str]] = []
         self.close_after_response = False
         self.port = 0
@@ -214,6 +217,10 @@ class Upstream:
         async def _stop() -> None:
             if self._server is not None:
                 self._server.close()
+            for protocol in list(self.live):
+                if protocol.transport is not None:
+                    protocol.transport.abort()
+            await asyncio.sleep(0)
             for task in asyncio.all_tasks():
                 if task is not asyncio.current_task():
                     task.cancel()
