@@ -1,0 +1,51 @@
+"""Follow a state store from a worker: poll its version, re-read a snapshot when it changed.
+
+A worker calls `follow_store` once as a task; `on_change` gets every new snapshot (the first
+one at once). A store that fails is logged and retried on the next tick while the worker keeps
+serving from the last snapshot it had.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from gateway.logs import log
+
+from .base import StateStore, StoreSnapshot
+
+__all__ = ["follow_store", "poll_once"]
+
+
+async def poll_once(
+    store: StateStore, on_change: Callable[[StoreSnapshot], None], last_version: int | None
+) -> int | None:
+    """One tick: returns the version now applied (unchanged when the store did not move)."""
+    version = await store.version()
+    if version == last_version:
+        return last_version
+    snapshot = await store.snapshot()
+    on_change(snapshot)
+    return snapshot.version
+
+
+async def follow_store(
+    store: StateStore, on_change: Callable[[StoreSnapshot], None], *, interval: float = 1.0
+) -> None:
+    """Poll forever (cancel the task to stop)."""
+    last_version: int | None = None
+    failing = False
+    while True:
+        try:
+            last_version = await poll_once(store, on_change, last_version)
+            if failing:
+                log("info", "state store reachable again", version=last_version)
+                failing = False
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # Report a failure once per outage, not once per tick.
+            if not failing:
+                log("error", "state store poll failed", error=f"{type(exc).__name__}: {exc}")
+                failing = True
+        await asyncio.sleep(interval)
