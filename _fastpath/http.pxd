@@ -33,6 +33,9 @@ cdef class RouteAction:
     cdef bint response_phase      # some plugin implements the response phase
     cdef readonly object handler  # ACTION_HANDLER: async (Request, body) -> Response
     cdef bint buffer_body         # read the whole request body before answering
+    # compiled checks and the header fields they own
+    cdef tuple fast_checks        # FastCheck objects, or None
+    cdef tuple drop_headers       # lower-case names (bytes) never forwarded upstream (credentials, spoofed identity)
 
 
 cdef class Gateway:
@@ -94,6 +97,8 @@ cdef class HttpConnection(ProxyClient):
     cdef bytes last_host_raw
     cdef str last_host
 
+    cdef public object consumer   # gateway.plugins.Consumer set by a fast auth check
+    cdef public bytes upstream_extra  # header lines ("Name: value\r\n"...) fast checks add upstream
     cdef object view              # gateway.plugins.Request when the route has plugins, else None
     cdef object response_view     # gateway.plugins.ResponseHead for the response and log phases
     cdef object plugin_task       # a running async access phase or handler
@@ -129,3 +134,16 @@ cdef class HttpConnection(ProxyClient):
     cdef void run_log_phase(self)
     cdef void close(self)
     cdef void start_linger(self)
+
+
+# FastCheck.check results
+cdef enum:
+    CHECK_PASS = 0                # go on with the request
+    CHECK_ANSWERED = 1            # the check has answered the client (401, 429, a cache hit, ...)
+
+
+cdef class FastCheck:
+    # A compiled per-route check run before any Python plugin (key lookup, token bucket, cache
+    # hit). It reads the request from the worker's parser (valid during the call only) and may
+    # answer the client through the connection's respond_* methods.
+    cdef int check(self, HttpConnection conn, const char* base) except -1

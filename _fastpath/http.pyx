@@ -175,6 +175,11 @@ cdef str _normalize_host(const char* p, Py_ssize_t n):
     return PyUnicode_DecodeLatin1(p, end, NULL).lower()
 
 
+cdef class FastCheck:
+    cdef int check(self, HttpConnection conn, const char* base) except -1:
+        return CHECK_PASS
+
+
 cdef class RouteAction:
     """What a matched route does; built once per config and shared by every request."""
 
@@ -189,6 +194,16 @@ cdef class RouteAction:
         self.response_phase = False
         self.handler = None
         self.buffer_body = False
+        self.fast_checks = None
+        self.drop_headers = None
+
+    def with_fast_checks(self, checks, drop_headers=()):
+        """Compiled checks run before any Python plugin; drop_headers never reach the upstream."""
+        self.fast_checks = tuple(checks) if checks else None
+        names = tuple(name.lower().encode("latin-1") if isinstance(name, str) else name.lower()
+                      for name in drop_headers)
+        self.drop_headers = names if names else None
+        return self
 
     def with_plugins(self, chain):
         """Attach a PluginChain (None or an empty chain: the route stays on the pure fast path)."""
@@ -509,6 +524,8 @@ cdef class HttpConnection(ProxyClient):
         self.response_view = None
         self.handler_ready = False
         self.wants_response_head = False
+        self.consumer = None
+        self.upstream_extra = None
         self.expect_continue = rp.expect_continue
         self.client_http10 = rp.version == 10
         self.request_is_head = rp.method.len == 4 and memcmp(base + rp.method.off, b"HEAD", 4) == 0
@@ -559,6 +576,10 @@ cdef class HttpConnection(ProxyClient):
             self.respond_error(413, "content_too_large",
                                f"the request body is larger than the limit of {gw.max_body} bytes", True)
             return head_len
+        if action.fast_checks is not None:
+            for check in action.fast_checks:
+                if (<FastCheck>check).check(self, base) == CHECK_ANSWERED:
+                    return head_len
         if action.chain is not None or action.kind == ACTION_HANDLER:
             self.start_plugins(base, action, match[1], method, path)
             return head_len
@@ -750,6 +771,8 @@ cdef class HttpConnection(ProxyClient):
             if hid == H_OTHER:
                 if rp.connection_tokens and _named_by_connection(rp, base, h):
                     continue
+                if action.drop_headers is not None and _listed_name(action.drop_headers, base + h.name.off, h.name.len):
+                    continue
             elif hid == H_TRANSFER_ENCODING or hid == H_CONTENT_LENGTH:
                 pass  # the body framing is relayed verbatim, so its header goes along
             elif hid == H_X_REQUEST_ID:
@@ -786,6 +809,8 @@ cdef class HttpConnection(ProxyClient):
             bb_append(b, "X-Request-Id: ", 14)
             bb_append_str(b, self.request_id)
             bb_append(b, "\r\n", 2)
+        if self.upstream_extra is not None:
+            bb_append_str(b, self.upstream_extra)
         bb_append(b, "\r\n", 2)
 
     cdef void on_upstream_connected(self, UpstreamConnection up):
@@ -896,6 +921,8 @@ cdef class HttpConnection(ProxyClient):
         cdef list fields = []
         for i in range(rp.nheaders):
             h = &rp.headers[i]
+            if action.drop_headers is not None and _listed_name(action.drop_headers, base + h.name.off, h.name.len):
+                continue
             name = PyUnicode_DecodeLatin1(base + h.name.off, h.name.len, NULL)
             value = PyUnicode_DecodeLatin1(base + h.value.off, h.value.len, NULL)
             if self.request_id is None and header_id(base + h.name.off, h.name.len) == H_X_REQUEST_ID:
@@ -903,6 +930,11 @@ cdef class HttpConnection(ProxyClient):
             fields.append((name, value))
         if self.request_id is None:
             self.request_id = self.gw.next_request_id()
+        if self.upstream_extra is not None:
+            for line in self.upstream_extra.decode("latin-1").split("\r\n"):
+                if line:
+                    name, _, value = line.partition(":")
+                    fields.append((name, value.strip()))
         self.view = PluginRequest(
             method=method,
             path=path,
@@ -915,6 +947,8 @@ cdef class HttpConnection(ProxyClient):
             path_params=params,
             content_length=rp.content_length if rp.body_kind == BODY_LENGTH else None,
         )
+        if self.consumer is not None:
+            self.view.consumer = self.consumer
         if action.chain is None:
             self.plugins_finished(None)
             return
@@ -1356,6 +1390,14 @@ cdef class HttpConnection(ProxyClient):
                     self.close()  # connected but never sent a byte
             else:
                 self.close()  # idle keep-alive connection
+
+
+cdef bint _listed_name(tuple names, const char* name, Py_ssize_t n):
+    """Whether a header name (any case) is one of the lower-case names."""
+    for candidate in names:
+        if PyBytes_GET_SIZE(<bytes>candidate) == n and _ascii_lower_equal(name, PyBytes_AS_STRING(<bytes>candidate), n):
+            return True
+    return False
 
 
 cdef bint _ascii_lower_equal(const char* a, const char* lower, Py_ssize_t n) noexcept:
