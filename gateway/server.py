@@ -118,6 +118,20 @@ def _resolve_bind_address(host: str, port: int) -> tuple[socket.AddressFamily, t
     return family, (host, port)
 
 
+def listen_addresses(config: Config) -> tuple[tuple[str, int], ...]:
+    """The sockets a generation listens on: server.listen, then admin.listen when configured.
+
+    Workers receive them in this order (``sockets[0]`` the gateway, ``sockets[1]`` the admin API).
+    """
+    from gateway.config import parse_listen
+
+    addresses = [parse_listen(config.server.listen)]
+    admin = getattr(config, "admin", None)
+    if admin is not None:
+        addresses.append(parse_listen(admin.listen))
+    return tuple(addresses)
+
+
 def format_address(sock: socket.socket) -> str:
     """ "host:port" of a bound socket, IPv6 hosts in brackets."""
     host, port = sock.getsockname()[:2]
@@ -160,7 +174,7 @@ class Generation:
 
     number: int
     config: Config
-    listen: tuple[str, int]
+    listen: tuple[tuple[str, int], ...]  # the gateway's address, then the admin API's (if any)
     sockets: list[socket.socket]
     size: int
     workers: dict[int, Worker] = field(default_factory=dict)  # slot -> live worker
@@ -209,12 +223,10 @@ class Master:
 
     def supervise(self) -> int:
         """Start the first generation and supervise until stopped. Returns the exit code."""
-        from gateway.config import parse_listen
-
         config = self._initial_config
-        listen = parse_listen(config.server.listen)
+        listen = listen_addresses(config)
         try:
-            sockets = [create_listener(*listen)]
+            sockets = [create_listener(*address) for address in listen]
         except OSError as exc:
             log("error", "cannot listen", listen=config.server.listen, error=str(exc))
             return 1
@@ -347,7 +359,7 @@ class Master:
     # -- reload --
 
     def _reload(self) -> None:
-        from gateway.config import ConfigError, load_config, parse_listen
+        from gateway.config import ConfigError, load_config
 
         assert self._current is not None
         try:
@@ -360,11 +372,11 @@ class Master:
         except OSError as exc:
             log("error", "reload failed: cannot read config", path=self._config_path, error=str(exc))
             return
-        listen = parse_listen(config.server.listen)
+        listen = listen_addresses(config)
         sockets = self._sockets_for(listen)
         if sockets is None:
             try:
-                sockets = [create_listener(*listen)]
+                sockets = [create_listener(*address) for address in listen]
             except OSError as exc:
                 log("error", "reload failed: cannot listen", listen=config.server.listen, error=str(exc))
                 return
@@ -386,7 +398,7 @@ class Master:
         )
         self._retire_drained()
 
-    def _sockets_for(self, listen: tuple[str, int]) -> list[socket.socket] | None:
+    def _sockets_for(self, listen: tuple[tuple[str, int], ...]) -> list[socket.socket] | None:
         """Reuse a live generation's sockets for an unchanged address: one accept queue, no drops."""
         for generation in self._live_generations():
             if generation.listen == listen:
@@ -414,7 +426,7 @@ class Master:
     # -- workers --
 
     def _new_generation(
-        self, config: Config, listen: tuple[str, int], sockets: list[socket.socket]
+        self, config: Config, listen: tuple[tuple[str, int], ...], sockets: list[socket.socket]
     ) -> Generation:
         self._generation_counter += 1
         return Generation(
