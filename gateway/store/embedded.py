@@ -139,13 +139,16 @@ class SQLiteStore:
         return connection
 
     def _write(self, work: Callable[[sqlite3.Connection], T]) -> Callable[[sqlite3.Connection], T]:
-        """Wrap `work` in one transaction that also bumps the version counter."""
+        """Wrap `work` in one transaction that also bumps the version counter if it changed rows."""
 
         def transaction(connection: sqlite3.Connection) -> T:
             connection.execute("BEGIN IMMEDIATE")
             try:
+                changes_before = connection.total_changes
                 result = work(connection)
-                connection.execute("UPDATE meta SET value = value + 1 WHERE key = 'data_version'")
+                # A write that changed nothing (deleting a missing row) must not make workers reload.
+                if connection.total_changes != changes_before:
+                    connection.execute("UPDATE meta SET value = value + 1 WHERE key = 'data_version'")
             except BaseException:
                 connection.execute("ROLLBACK")
                 raise
