@@ -376,7 +376,7 @@ def builtin_plugin_classes() -> list[type[Plugin]]:
     import importlib
     import pkgutil
 
-    import gateway.plugins as package
+    import gateway.plugins as package  # this module's own package: the built-in plugins
 
     classes: list[type[Plugin]] = []
     for module_info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
