@@ -356,12 +356,16 @@ class ProcessSet:
 
 
 def http_get(
-    port: int, path: str = "/", host: str = "127.0.0.1", timeout_s: float = 5.0
+    port: int,
+    path: str = "/",
+    host: str = "127.0.0.1",
+    timeout_s: float = 5.0,
+    headers: Mapping[str, str] | None = None,
 ) -> tuple[int, bytes]:
     """One GET over a fresh connection: (status, body)."""
     conn = http.client.HTTPConnection(host, port, timeout=timeout_s)
     try:
-        conn.request("GET", path)
+        conn.request("GET", path, headers=dict(headers or {}))
         response = conn.getresponse()
         return response.status, response.read()
     finally:

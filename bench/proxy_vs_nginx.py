@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=3, help="seconds of the discarded warm-up per target")
     p.add_argument("--connections", type=int, default=64, help="wrk keep-alive connections (default 64)")
     p.add_argument("--path", default="/", help="request path (default /)")
+    p.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        help='request header for every request, "Name: value" (repeatable), e.g. an API key',
+    )
+    p.add_argument(
+        "--nginx-template",
+        default="proxy.conf.in",
+        help="bench/nginx template of the reference (default proxy.conf.in = proxy_pass; "
+        "upstream.conf.in = nginx answering return 200 itself, the reference for cache hits)",
+    )
     p.add_argument("--only", choices=TARGET_ORDER, help="measure one target only (no ratios)")
     p.add_argument(
         "--gateway-config",
@@ -126,6 +139,17 @@ class Server:
     config_text: str
 
 
+def parse_headers(headers: Sequence[str]) -> dict[str, str]:
+    """["Name: value", ...] -> {"Name": "value"}."""
+    result: dict[str, str] = {}
+    for header in headers:
+        name, sep, value = header.partition(":")
+        if not sep or not name.strip():
+            raise SystemExit(f"--header wants 'Name: value', got {header!r}")
+        result[name.strip()] = value.strip()
+    return result
+
+
 def start_nginx(
     procs: ProcessSet, workdir: Path, name: str, template: str, cpus: str, **values: str
 ) -> Server:
@@ -163,9 +187,9 @@ def start_lambdagate(
     return Server("lambdagate", port, process, config, text)
 
 
-def check_answers(server: Server, path: str) -> None:
+def check_answers(server: Server, path: str, headers: Sequence[str] = ()) -> None:
     """Correctness before timing: the proxy must relay the upstream's 200 and its body."""
-    status, body = http_get(server.port, path)
+    status, body = http_get(server.port, path, headers=parse_headers(headers))
     if status != 200 or body != UPSTREAM_BODY:
         raise SystemExit(
             f"CORRECTNESS CHECK FAILED: {server.name} answered {status} {body[:200]!r} for GET {path}, "
@@ -222,10 +246,13 @@ class Run:
         }
 
 
-def wrk_argv(port: int, path: str, duration_s: int, connections: int) -> list[str]:
+def wrk_argv(
+    port: int, path: str, duration_s: int, connections: int, headers: Sequence[str] = ()
+) -> list[str]:
+    extra = [arg for header in headers for arg in ("-H", header)]
     return [
         "taskset", "-c", CLIENT_CPU, "wrk", "-t1", f"-c{connections}", f"-d{duration_s}s",
-        "--timeout", "2s", "--latency", f"http://127.0.0.1:{port}{path}",
+        "--timeout", "2s", "--latency", *extra, f"http://127.0.0.1:{port}{path}",
     ]  # fmt: skip
 
 
@@ -242,7 +269,7 @@ def measure(
 ) -> Run:
     guard = CpuGuard(roots={"sut": server.process.pid, "upstream": upstream.process.pid})
     guard.wait_until_idle(args.idle_wait)
-    argv = wrk_argv(server.port, args.path, duration_s, args.connections)
+    argv = wrk_argv(server.port, args.path, duration_s, args.connections, args.header)
     opens_before = tcp_active_opens()
     guard.start()
     exit_code, output = run_wrk(argv, duration_s)
@@ -369,14 +396,14 @@ def benchmark(args: argparse.Namespace, workdir: Path, procs: ProcessSet) -> int
     for name in targets:
         if name == "nginx":
             servers[name] = start_nginx(
-                procs, workdir, "nginx", "proxy.conf.in", SUT_CPU, UPSTREAM_PORT=str(upstream.port)
+                procs, workdir, "nginx", args.nginx_template, SUT_CPU, UPSTREAM_PORT=str(upstream.port)
             )
         else:
             servers[name] = start_lambdagate(procs, workdir, args, upstream.port)
     for server in servers.values():
         wait_for_http(server.process, server.port, args.path, args.startup_timeout)
     for server in (upstream, *servers.values()):
-        check_answers(server, args.path)
+        check_answers(server, args.path, args.header)
     # Read now that every server has forked its workers.
     affinity = {s.name: tree_affinity(s.process.pid) for s in (upstream, *servers.values())}
     for name, pids in affinity.items():
