@@ -31,14 +31,15 @@ import re
 from typing import Annotated
 
 import msgspec
-
 from gateway.plugins import Plugin, Request, Response, ResponseHead
+
 from gateway.units import describe_value, parse_duration
 
 __all__ = ["DEFAULT_METHODS", "PLUGIN", "Cors", "OriginMatcher", "normalize_origin"]
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _REGEX_CHARS = frozenset("^$\\()[]{}|+?")
+_IPV6_ORIGIN = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\[[0-9A-Fa-f:.]+\](:[0-9]+)?")
 _LABELS = r"[a-z0-9-]+(?:\.[a-z0-9-]+)*"
 _DEFAULT_PORTS = {"http": "80", "https": "443"}
 _MATCH_CACHE_SIZE = 1024
@@ -77,7 +78,8 @@ def normalize_origin(origin: str) -> str:
 
 
 def _is_regex(entry: str) -> bool:
-    return any(c in _REGEX_CHARS for c in entry)
+    # Brackets also surround an IPv6 host ("http://[::1]:8080"), which is an exact origin.
+    return any(c in _REGEX_CHARS for c in entry) and not _IPV6_ORIGIN.fullmatch(entry)
 
 
 def _glob(entry: str) -> re.Pattern[str]:

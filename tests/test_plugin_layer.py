@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import inspect
 import sys
 import tomllib
@@ -12,7 +13,6 @@ from typing import Annotated, Any
 
 import msgspec
 import pytest
-
 from gateway.plugins import (
     ENTRY_POINT_GROUP,
     Consumer,
@@ -29,7 +29,6 @@ from gateway.plugins import (
     builtin_plugin_classes,
     entry_point_plugin_classes,
 )
-from tests.support.builtin_plugins import load_builtin
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "plugins" / "add_header"
 
@@ -593,18 +592,13 @@ KONG_PRIORITIES = [
 
 @pytest.mark.parametrize(("module", "name", "priority"), KONG_PRIORITIES)
 def test_builtin_plugins_declare_kong_priorities_and_register(module: str, name: str, priority: int) -> None:
-    cls = load_builtin(module).PLUGIN
+    cls = importlib.import_module(f"gateway.plugins.{module}").PLUGIN
     assert (cls.name, cls.priority) == (name, priority)
     registry = PluginRegistry([cls])
     assert registry.names() == [name]
     assert registry.get(name) is cls
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gateway/plugins.py (the API) shadows the gateway.plugins package that setup.py maps to "
-    "plugins/, so builtin_plugin_classes() cannot list it; remove this marker once that is resolved",
-)
 def test_builtin_plugin_classes_finds_the_builtin_modules() -> None:
     names = {cls.name for cls in builtin_plugin_classes()}
     assert {name for _, name, _ in KONG_PRIORITIES} <= names
