@@ -54,7 +54,7 @@ cdef class Fill:
     cdef readonly bint active
 
     cpdef bint append(self, bytes chunk)
-    @cython.locals(body=bytes, head=bytes, entry=Entry)
+    @cython.locals(body=bytes, head=bytes, entry=Entry, cache=ResponseCache)
     cpdef Entry commit(self, double now)
     cpdef void abort(self)
 
@@ -68,6 +68,7 @@ cdef class ResponseCache:
     cdef Entry _sentinel
     cdef object _paths
     cdef dict _waiters
+    cdef public object on_store         # callable(Entry) after each Fill.commit, or None
 
     @cython.locals(variants=Variants)
     cpdef Variants find(self, bytes primary)
@@ -77,10 +78,13 @@ cdef class ResponseCache:
     cpdef Entry lookup(self, bytes primary, object header, double now)
     cpdef Fill begin(self, bytes primary, bytes host, bytes path, tuple vary_names, bytes vary, bytes head,
                      int status, double ttl, double initial_age, double now)
+    cpdef Entry put(self, bytes primary, bytes host, bytes path, tuple vary_names, bytes vary, int status,
+                    bytes head, bytes body, double stored_at, double ttl, double initial_age)
     @cython.locals(size=Py_ssize_t, variants=Variants, entry=Entry, old=Entry)
-    cdef Entry _insert(self, Fill fill, bytes head, bytes body, double now)
+    cdef Entry _insert(self, object key, bytes primary, bytes host, bytes path, tuple vary_names, bytes vary,
+                       int status, bytes head, bytes body, double stored_at, double ttl, double initial_age)
     @cython.locals(victim=Entry)
-    cdef void _evict(self, double now)
+    cdef void _evict(self)
     @cython.locals(variants=Variants)
     cpdef Py_ssize_t purge(self, bytes primary)
     @cython.locals(dropped=Py_ssize_t, variants=Variants)

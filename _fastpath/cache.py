@@ -223,7 +223,7 @@ class Fill:
         primary: bytes,
         host: bytes,
         path: bytes,
-        vary_names: tuple[bytes, ...],
+        vary_names: VaryNames,
         vary: bytes,
         head: bytes,
         status: Status,
@@ -274,8 +274,24 @@ class Fill:
         else:
             body = b""
         head = head + _HIT_LINE
-        entry = self.cache._insert(self, head, body, now)
-        self.cache.release(self.key, entry)
+        cache = self.cache
+        entry = cache._insert(
+            self.key,
+            self.primary,
+            self.host,
+            self.path,
+            self.vary_names,
+            self.vary,
+            self.status,
+            head,
+            body,
+            self.stored_at,
+            self.ttl,
+            self.initial_age,
+        )
+        if entry is not None and cache.on_store is not None:
+            cache.on_store(entry)
+        cache.release(self.key, entry)
         return entry
 
     def abort(self) -> None:
@@ -373,6 +389,8 @@ class ResponseCache:
         self._sentinel.older = self._sentinel
         self._paths = _PathIndex()
         self._waiters: dict[object, list[Callable[[Entry | None], object]]] = {}
+        # Called with each entry a Fill commits (not with put() ones): the Redis tier's writer.
+        self.on_store: Callable[[Entry], object] | None = None
 
     # -- lookup -----------------------------------------------------------------------------
 
@@ -446,34 +464,77 @@ class ResponseCache:
             now,
         )
 
-    def _insert(self, fill: Fill, head: bytes, body: bytes, now: float) -> Entry | None:
+    def put(
+        self,
+        primary: bytes,
+        host: bytes,
+        path: bytes,
+        vary_names: VaryNames,
+        vary: bytes,
+        status: Status,
+        head: bytes,
+        body: bytes,
+        stored_at: float,
+        ttl: float,
+        initial_age: float,
+    ) -> Entry | None:
+        """Insert a finished entry (its head as Entry.head: from another tier, e.g. Redis).
+
+        Unlike Fill.commit it neither calls on_store nor wakes coalesced waiters.
+        """
+        return self._insert(
+            xxh3_64_intdigest(primary),
+            primary,
+            host,
+            path,
+            vary_names,
+            vary,
+            status,
+            head,
+            body,
+            stored_at,
+            ttl,
+            initial_age,
+        )
+
+    def _insert(
+        self,
+        key: object,
+        primary: bytes,
+        host: bytes,
+        path: bytes,
+        vary_names: VaryNames,
+        vary: bytes,
+        status: Status,
+        head: bytes,
+        body: bytes,
+        stored_at: float,
+        ttl: float,
+        initial_age: float,
+    ) -> Entry | None:
         size = len(head) + len(body)
-        if size > self.max_entry_size or fill.ttl - fill.initial_age <= 0:
+        if size > self.max_entry_size or ttl - initial_age <= 0:
             return None
-        variants = self._variants.get(fill.key)
-        if variants is not None and (
-            variants.primary != fill.primary or variants.vary_names != fill.vary_names
-        ):
+        variants = self._variants.get(key)
+        if variants is not None and (variants.primary != primary or variants.vary_names != vary_names):
             # A colliding resource, or the resource changed its Vary: entries keyed by the old
             # names can no longer be selected, so they go (the latest response's Vary wins).
             self._remove_variants(variants)
             variants = None
         if variants is None:
-            variants = Variants(fill.key, fill.primary, fill.host, fill.path, fill.vary_names)
-            self._variants[fill.key] = variants
-            self._paths.add(fill.path, fill.key)
-        entry = Entry(
-            variants, fill.vary, fill.status, head, body, fill.stored_at, fill.ttl, fill.initial_age
-        )
-        old = variants.entries.get(fill.vary)
+            variants = Variants(key, primary, host, path, vary_names)
+            self._variants[key] = variants
+            self._paths.add(path, key)
+        entry = Entry(variants, vary, status, head, body, stored_at, ttl, initial_age)
+        old = variants.entries.get(vary)
         if old is not None:
             self._unlink(old)
-        variants.entries[fill.vary] = entry
+        variants.entries[vary] = entry
         self._link_front(entry)
-        self._evict(now)
+        self._evict()
         return entry
 
-    def _evict(self, now: float) -> None:
+    def _evict(self) -> None:
         while self.used_bytes > self.max_bytes:
             victim = self._sentinel.newer
             assert victim is not None and victim is not self._sentinel
