@@ -8,8 +8,10 @@ import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import bcrypt
 import pytest
 
+from gateway.consumers import ConsumerRegistry
 from gateway.store.base import (
     ConflictError,
     InvalidTransitionError,
@@ -20,6 +22,7 @@ from gateway.store.base import (
     hash_api_key,
 )
 from gateway.store.embedded import MIGRATIONS, SQLiteStore
+from gateway.store.watch import consumer_tables
 from tests.store_backends import StoreBackend, store_backend_fixture  # noqa: F401
 
 PENDING = SubscriptionState.PENDING
@@ -421,3 +424,69 @@ def test_sqlite_store_refuses_use_after_close(tmp_path: Path) -> None:
             await store.version()
 
     asyncio.run(main())
+
+
+def test_concurrent_requests_for_one_pair_make_one_subscription(store_backend: StoreBackend) -> None:
+    """Two gateways (two store clients) racing: the unique-active rule holds across them."""
+
+    async def main() -> None:
+        stores = [store_backend.open(), store_backend.open()]
+        try:
+
+            async def attempt(index: int) -> bool:
+                try:
+                    await stores[index % 2].create_subscription("alice", "billing", requested_by=f"r{index}")
+                except ConflictError:
+                    return False
+                return True
+
+            outcomes = await asyncio.gather(*(attempt(i) for i in range(12)))
+            assert outcomes.count(True) == 1
+            (only,) = await stores[0].list_subscriptions()
+            assert only.state is PENDING
+            # Likewise for competing decisions: exactly one approval wins.
+            decisions = await asyncio.gather(
+                *(stores[i % 2].transition_subscription(only.id, APPROVED, actor=f"a{i}") for i in range(6)),
+                return_exceptions=True,
+            )
+            assert sum(not isinstance(d, BaseException) for d in decisions) == 1
+            assert all(
+                isinstance(d, InvalidTransitionError) for d in decisions if isinstance(d, BaseException)
+            )
+        finally:
+            for store in stores:
+                await store.close()
+
+    asyncio.run(main())
+
+
+def test_consumer_tables_load_into_the_consumer_registry(store_backend: StoreBackend) -> None:
+    """What the admin API stored authenticates through the same code as config-file consumers."""
+    password_hash = bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=4)).decode()
+
+    async def scenario(store: StateStore) -> None:
+        await store.create_consumer("alice", groups=["partners"], metadata={"tier": "gold"})
+        await store.create_consumer("bob")
+        await store.add_api_key("alice", hash_api_key("alice-key"))
+        await store.add_basic_auth("alice", "al", password_hash)
+        await store.add_jwt_subject("bob", "bob-sub")
+        tables = consumer_tables(await store.snapshot())
+        assert tables["alice"] == {
+            "keys": [f"sha256:{digest('alice-key')}"],
+            "basic_auth": [{"username": "al", "password": password_hash}],
+            "jwt_subjects": [],
+            "groups": ["partners"],
+            "metadata": {"tier": "gold"},
+        }
+        registry = ConsumerRegistry()
+        for name, table in tables.items():
+            registry.add(name, table)
+        alice = registry.by_api_key("alice-key")
+        assert alice is not None and (alice.name, alice.groups) == ("alice", ("partners",))
+        assert registry.by_api_key("other-key") is None
+        by_password = registry.by_basic_auth("al", b"pw")
+        assert by_password is not None and by_password.name == "alice"
+        by_subject = registry.by_jwt_subject("bob-sub")
+        assert by_subject is not None and by_subject.name == "bob"
+
+    run(store_backend, scenario)

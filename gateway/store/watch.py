@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
 from gateway.logs import log
 
 from .base import StateStore, StoreSnapshot
 
-__all__ = ["follow_store", "poll_once"]
+__all__ = ["consumer_tables", "follow_store", "poll_once"]
 
 
 async def poll_once(
@@ -49,3 +50,34 @@ async def follow_store(
                 log("error", "state store poll failed", error=f"{type(exc).__name__}: {exc}")
                 failing = True
         await asyncio.sleep(interval)
+
+
+def consumer_tables(snapshot: StoreSnapshot) -> dict[str, dict[str, Any]]:
+    """The snapshot's consumers in the shape of `[consumers.NAME]` tables.
+
+    Keys appear as "sha256:<hex>" (the store has no key in clear) and basic-auth passwords as
+    their hashes, so the result feeds the same code that loads consumers from the config file
+    (gateway.consumers.ConsumerRegistry.add).
+    """
+    tables: dict[str, dict[str, Any]] = {
+        consumer.name: {
+            "keys": [],
+            "basic_auth": [],
+            "jwt_subjects": [],
+            "groups": list(consumer.groups),
+            "metadata": dict(consumer.metadata),
+        }
+        for consumer in snapshot.consumers
+    }
+    for key in snapshot.api_keys:
+        if key.consumer in tables:
+            tables[key.consumer]["keys"].append(f"sha256:{key.key_sha256}")
+    for basic in snapshot.basic_auth:
+        if basic.consumer in tables:
+            tables[basic.consumer]["basic_auth"].append(
+                {"username": basic.username, "password": basic.password_hash}
+            )
+    for subject in snapshot.jwt_subjects:
+        if subject.consumer in tables:
+            tables[subject.consumer]["jwt_subjects"].append(subject.subject)
+    return tables
