@@ -28,16 +28,24 @@ from .config_decode import (
     StructDecoder,
     UnitMarker,
 )
+from .config_plugins import check_plugin_tables, route_plugin_configs
 from .config_rules import RuleChecker, parse_listen, parse_target, route_path_params
+from .consumers import BasicCredential, ConsumerConfig
+from .plugins import PluginRegistry
 from .units import DURATION_PATTERN, SIZE_PATTERN, format_duration, format_size
 
 __all__ = [
+    "Admin",
+    "BasicCredential",
     "Config",
     "ConfigError",
+    "ConsumerConfig",
     "HealthCheck",
+    "Product",
     "Route",
     "Server",
     "StaticResponse",
+    "Store",
     "Upstream",
     "config_json_schema",
     "load_config",
@@ -45,6 +53,7 @@ __all__ = [
     "parse_listen",
     "parse_target",
     "route_path_params",
+    "route_plugin_configs",
 ]
 
 KiB = 1024
@@ -201,6 +210,17 @@ class Route(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     preserve_host: Annotated[
         bool, _doc("Send the client's Host header upstream instead of the target's host:port.")
     ] = False
+    product: Annotated[
+        str | None,
+        _doc("Name of the [products] entry the route belongs to (subscriptions are per product)."),
+    ] = None
+    plugins: Annotated[
+        dict[str, dict[str, Any]],
+        _doc(
+            "Plugins enabled on this route, by name, each with its config table; "
+            "keys override those of the global [plugins] table of the same name."
+        ),
+    ] = {}
     # Position in the routes array; set by the loader, not read from TOML.
     index: Annotated[int, LOADER_FILLED] = -1
 
@@ -210,10 +230,69 @@ class Route(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
         return self.name if self.name is not None else f"routes[{self.index}]"
 
 
+class Store(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Where state lives: embedded (memory + a SQLite file) unless a Redis server is named."""
+
+    redis: Annotated[
+        str | None,
+        _doc(
+            'Redis URL, "redis://host:6379/0", "rediss://host:6380/0" (TLS) or "unix:///path/redis.sock"; '
+            "rate limits, cache and state are then shared by every gateway using it. Absent = embedded."
+        ),
+    ] = None
+    path: Annotated[
+        str,
+        _doc(
+            "SQLite file for state that must survive restarts (consumers, credentials, subscriptions) "
+            "when redis is not set; relative paths are relative to the working directory."
+        ),
+    ] = "lambdagate.db"
+
+
+class Admin(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The admin API: a separate listener for consumers, subscriptions, cache purge and the config."""
+
+    listen: Annotated[
+        str,
+        _doc("Address of the admin listener, like server.listen (and not the same); keep it private."),
+    ] = "127.0.0.1:9901"
+    token: Annotated[
+        str,
+        _doc(
+            'Bearer token every admin request must send; write "${VAR}" to keep it out of the file. Required.'
+        ),
+    ]
+
+
+class Product(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """An API product: routes grouped for subscriptions (routes join it with `product`)."""
+
+    subscription: Annotated[
+        Literal["open", "approval"],
+        _doc(
+            '"open": any caller may use it; "approval": only consumers whose subscription '
+            "an admin approved (others get 403)."
+        ),
+    ] = "open"
+    description: Annotated[str, _doc("What the product offers, shown in the admin API.")] = ""
+
+
 class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """A whole lambdagate config file."""
 
     server: Annotated[Server, _doc("The listening side.")] = msgspec.field(default_factory=Server)
+    store: Annotated[Store, _doc("Where rate-limit, cache and consumer state lives.")] = msgspec.field(
+        default_factory=Store
+    )
+    admin: Annotated[Admin | None, _doc("The admin API listener; absent = no admin API.")] = None
+    plugins: Annotated[
+        dict[str, dict[str, Any]],
+        _doc("Plugins enabled on every route, by name, each with its config table."),
+    ] = {}
+    consumers: Annotated[
+        dict[str, ConsumerConfig], _doc("Known callers by name, with their credentials and groups.")
+    ] = {}
+    products: Annotated[dict[str, Product], _doc("API products that routes are grouped into.")] = {}
     upstreams: Annotated[dict[str, Upstream], _doc("Named upstream groups.")] = {}
     routes: Annotated[
         list[Route], _doc("Routes: which requests go to which upstream or static response.")
@@ -225,8 +304,15 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
 # --- loading -------------------------------------------------------------------------------------
 
 
-def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
-    """Read and validate a config file; raise ConfigError listing every problem found."""
+def load_config(
+    path: str | os.PathLike[str],
+    env: Mapping[str, str] | None = None,
+    registry: PluginRegistry | None = None,
+) -> Config:
+    """Read and validate a config file; raise ConfigError listing every problem found.
+
+    Plugin tables are checked against `registry` (default: the built-in and installed plugins).
+    """
     source = os.fspath(path)
     try:
         with open(source, "rb") as file:
@@ -237,7 +323,7 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError([f"{source}: the config file is not UTF-8 (byte {exc.start})"]) from None
-    return parse_config(text, source, env)
+    return parse_config(text, source, env, registry)
 
 
 # tomllib ends its messages with "(at line L, column C)" or "(at end of document)".
@@ -254,8 +340,17 @@ def _describe_toml_error(message: str) -> str:
     return f"{where}: invalid TOML: {reason[:1].lower()}{reason[1:]}"
 
 
-def parse_config(text: str, source: str = "<string>", env: Mapping[str, str] | None = None) -> Config:
-    """Validate config text; `source` names it in error lines. `env` defaults to os.environ."""
+def parse_config(
+    text: str,
+    source: str = "<string>",
+    env: Mapping[str, str] | None = None,
+    registry: PluginRegistry | None = None,
+) -> Config:
+    """Validate config text; `source` names it in error lines. `env` defaults to os.environ.
+
+    Plugin tables are checked against `registry` (default: the built-in and installed plugins,
+    loaded only when the text enables a plugin).
+    """
     try:
         document = msgspec.toml.decode(text)
     except msgspec.DecodeError as exc:
@@ -265,13 +360,25 @@ def parse_config(text: str, source: str = "<string>", env: Mapping[str, str] | N
     rules = RuleChecker()
     decoder = StructDecoder(issues, rules.validators(), os.environ if env is None else env)
     config = decoder.decode(Config, document, "")
-    upstreams = document.get("upstreams")
-    rules.check_references(upstreams if isinstance(upstreams, dict) else (), issues)
+    rules.check_references(
+        issues,
+        upstreams=_table_keys(document, "upstreams"),
+        products=_table_keys(document, "products"),
+        consumers=_table_keys(document, "consumers"),
+    )
+    if rules.plugin_tables_complete:
+        check_plugin_tables(rules.global_plugins, rules.route_plugins, issues, registry)
     if issues or config is INVALID:
         raise ConfigError(issues.lines(source))
     routes = [msgspec.structs.replace(route, index=index) for index, route in enumerate(config.routes)]
     result: Config = msgspec.structs.replace(config, routes=routes, source=source)
     return result
+
+
+def _table_keys(document: dict[str, Any], name: str) -> list[str]:
+    """The names defined under [name.*], whatever their tables contain (for reference checks)."""
+    table = document.get(name)
+    return list(table) if isinstance(table, dict) else []
 
 
 # --- JSON Schema ---------------------------------------------------------------------------------
@@ -281,7 +388,7 @@ def config_json_schema() -> dict[str, Any]:
     """A JSON Schema for the config file (durations and sizes as strings with patterns)."""
     schema = msgspec.json.schema(Config)
     definitions: dict[str, Any] = schema["$defs"]
-    for struct in (Config, Server, Upstream, HealthCheck, StaticResponse, Route):
+    for struct in _SCHEMA_STRUCTS:
         properties: dict[str, Any] = definitions[struct.__name__]["properties"]
         for info in msgspec.structs.fields(struct):
             metadata = getattr(info.type, "__metadata__", ())
@@ -296,6 +403,21 @@ def config_json_schema() -> dict[str, Any]:
         "title": "lambdagate configuration",
         **schema,
     }
+
+
+_SCHEMA_STRUCTS: tuple[type[msgspec.Struct], ...] = (
+    Config,
+    Server,
+    Store,
+    Admin,
+    ConsumerConfig,
+    BasicCredential,
+    Product,
+    Upstream,
+    HealthCheck,
+    StaticResponse,
+    Route,
+)
 
 
 def _unit_schema(unit: UnitMarker, generated: dict[str, Any], default: Any) -> dict[str, Any]:

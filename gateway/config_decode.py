@@ -206,6 +206,8 @@ class StructDecoder:
         self._env = env
 
     def decode(self, tp: Any, raw: Any, path: str) -> Any:
+        if _without_none(_unwrap(tp)[0]) is Any:
+            return self._interpolate_tree(raw, path)
         # An environment variable carries no TOML type, so "${WORKERS}" may become an int.
         strict = True
         if isinstance(raw, str) and "${" in raw:
@@ -242,6 +244,25 @@ class StructDecoder:
             return msgspec.convert(raw, tp, strict=strict)
         except msgspec.ValidationError:
             return self._mismatch(path, _expected(tp), raw)
+
+    def _interpolate_tree(self, raw: Any, path: str) -> Any:
+        """An untyped value (a plugin's config table): substitute ${ENV} in every string inside it.
+
+        Its shape is checked later by whoever owns the type (the plugin's Config struct).
+        """
+        if isinstance(raw, str):
+            if "${" not in raw:
+                return raw
+            errors_before = len(self._issues)
+            value = interpolate_env(raw, self._env, path, self._issues)
+            return INVALID if len(self._issues) != errors_before else value
+        if isinstance(raw, list):
+            items = [self._interpolate_tree(item, key_path(path, i)) for i, item in enumerate(raw)]
+            return INVALID if any(item is INVALID for item in items) else items
+        if isinstance(raw, dict):
+            values = {key: self._interpolate_tree(item, key_path(path, key)) for key, item in raw.items()}
+            return INVALID if any(value is INVALID for value in values.values()) else values
+        return raw
 
     def _mismatch(self, path: str, expected: str, raw: Any) -> Any:
         self._issues.add(path, f"expected {expected}, got {describe_value(raw)}")

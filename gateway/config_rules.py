@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+import urllib.parse
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -19,7 +20,8 @@ from .config_decode import Issues, Validator, close_match_hint, key_path
 from .units import describe_value
 
 if TYPE_CHECKING:
-    from .config import HealthCheck, Route, Server, StaticResponse, Upstream
+    from .config import Admin, Config, HealthCheck, Route, Server, StaticResponse, Store, Upstream
+    from .consumers import ConsumerConfig
 
 __all__ = [
     "RuleChecker",
@@ -34,7 +36,14 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 _HOST_LABEL = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
-_UPSTREAM_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+# Names of upstreams, consumers and products: they appear in logs, headers and admin API URLs.
+_ENTRY_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+# Consumer names travel in X-Consumer-Id and admin API URLs; this is what every consumer
+# store accepts (gateway.consumers and gateway.store), so a configured name never fails at runtime.
+_CONSUMER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+_REDIS_SCHEMES = ("redis", "rediss", "unix")
+_REDIS_FORMS = 'a URL like "redis://127.0.0.1:6379/0", "rediss://host:6380/0" or "unix:///run/redis.sock"'
+_WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})
 _DEFAULT_ROUTE = "$default"
 
 
@@ -148,29 +157,47 @@ def _literal_prefix(path: str) -> str:
 class RuleChecker:
     """Per-Struct validators for StructDecoder plus the cross-reference checks run after it.
 
-    One instance per load: it remembers the routes that passed their own checks so
-    `check_references` can compare them with each other and with the upstreams.
+    One instance per load: it remembers what passed its own checks (routes, listen addresses,
+    consumer credentials, plugin tables) so `check_references` can compare them with each other.
     """
 
     def __init__(self) -> None:
         self._routes: list[tuple[str, Route]] = []
+        self._product_references: list[tuple[str, str]] = []
+        self._listens: dict[str, tuple[str, int] | None] = {}  # key path -> (host, port); None = invalid
+        self._credentials: list[tuple[str, str, str]] = []  # (kind, identity, key path)
+        #: The global [plugins] tables, and each route's key path with its own plugin tables.
+        self.global_plugins: Mapping[str, Mapping[str, Any]] = {}
+        self.route_plugins: list[tuple[str, Mapping[str, Mapping[str, Any]]]] = []
+        #: False when the global tables themselves failed to decode (e.g. an unset ${VAR}):
+        #: routes merged with a partial global table would report phantom problems.
+        self.plugin_tables_complete = True
 
     def validators(self) -> dict[type, Validator]:
-        from .config import HealthCheck, Route, Server, StaticResponse, Upstream
+        from .config import Admin, Config, HealthCheck, Route, Server, StaticResponse, Store, Upstream
+        from .consumers import ConsumerConfig
 
         return {
+            Config: self.check_config,
             Server: self.check_server,
+            Store: self.check_store,
+            Admin: self.check_admin,
+            ConsumerConfig: self.check_consumer,
             Upstream: self.check_upstream,
             HealthCheck: self.check_health,
             StaticResponse: self.check_static,
             Route: self.check_route,
         }
 
+    def check_config(self, config: Config, path: str, issues: Issues, broken: frozenset[str]) -> Config:
+        if "plugins" in broken:
+            self.plugin_tables_complete = False
+        else:
+            self.global_plugins = config.plugins
+        return config
+
     def check_server(self, server: Server, path: str, issues: Issues, broken: frozenset[str]) -> Server:
-        try:
-            parse_listen(server.listen)
-        except ValueError as exc:
-            issues.add(key_path(path, "listen"), str(exc))
+        self._check_listen(server.listen, key_path(path, "listen"), issues)
         if not server.access_log:
             issues.add(
                 key_path(path, "access_log"), 'expected "off", "stdout", "stderr" or a file path, got ""'
@@ -179,6 +206,57 @@ class RuleChecker:
             if getattr(server, name) == 0:
                 issues.add(key_path(path, name), "expected a size above 0")
         return server
+
+    def _check_listen(self, listen: str, path: str, issues: Issues) -> None:
+        try:
+            self._listens[path] = parse_listen(listen)
+        except ValueError as exc:
+            self._listens[path] = None
+            issues.add(path, str(exc))
+
+    def check_store(self, store: Store, path: str, issues: Issues, broken: frozenset[str]) -> Store:
+        if store.redis is not None:
+            problem = _redis_url_problem(store.redis)
+            if problem is not None:
+                shown = describe_value(_without_password(store.redis))
+                issues.add(key_path(path, "redis"), f"expected {_REDIS_FORMS}, got {shown}{problem}")
+        if not store.path.strip():
+            issues.add(key_path(path, "path"), 'expected a file path like "lambdagate.db", got ""')
+        return store
+
+    def check_admin(self, admin: Admin, path: str, issues: Issues, broken: frozenset[str]) -> Admin:
+        self._check_listen(admin.listen, key_path(path, "listen"), issues)
+        # Never echo the token: error lines end up in logs.
+        if not admin.token.strip():
+            issues.add(key_path(path, "token"), "must not be empty (every admin request must present it)")
+        elif any(char.isspace() or not char.isprintable() for char in admin.token):
+            issues.add(key_path(path, "token"), "must not contain spaces or control characters")
+        return admin
+
+    def check_consumer(
+        self, consumer: ConsumerConfig, path: str, issues: Issues, broken: frozenset[str]
+    ) -> ConsumerConfig:
+        """The consumers module's own rules, then remember each credential for the uniqueness check."""
+        from .consumers import consumer_config_problems, hashed_api_key
+
+        # Never echo a key or a password hash: error lines end up in logs.
+        problems = consumer_config_problems(consumer)
+        for relative, message in problems:
+            issues.add(f"{path}.{relative}", message)
+        invalid = {relative for relative, _ in problems}
+        for index, key in enumerate(consumer.keys):
+            entry = key_path(key_path(path, "keys"), index)
+            if f"keys[{index}]" not in invalid:
+                # By hash: a plain key and its "sha256:" form are one credential.
+                self._credentials.append(("key", hashed_api_key(key), entry))
+        for index, credential in enumerate(consumer.basic_auth):
+            entry = key_path(key_path(key_path(path, "basic_auth"), index), "username")
+            self._credentials.append(("basic-auth user", credential.username, entry))
+        for index, subject in enumerate(consumer.jwt_subjects):
+            self._credentials.append(
+                ("JWT subject", subject, key_path(key_path(path, "jwt_subjects"), index))
+            )
+        return consumer
 
     def check_upstream(
         self, upstream: Upstream, path: str, issues: Issues, broken: frozenset[str]
@@ -270,6 +348,10 @@ class RuleChecker:
             self._check_strip_prefix(route, key_path(path, "strip_prefix"), issues)
         if route.rewrite is not None:
             self._check_rewrite(route.rewrite, params, key_path(path, "rewrite"), issues)
+        if route.product is not None and "product" not in broken:
+            self._product_references.append((key_path(path, "product"), route.product))
+        if route.plugins and "plugins" not in broken:
+            self.route_plugins.append((path, route.plugins))
         if len(issues) == errors_before and not broken:
             self._routes.append((path, route))
         return route
@@ -326,14 +408,70 @@ class RuleChecker:
                 known = ", ".join(f"{{{param}}}" for param in params) or "none"
                 issues.add(path, f"{{{name}}} is not a parameter of the route path (its parameters: {known})")
 
-    def check_references(self, upstream_names: Iterable[str], issues: Issues) -> None:
-        """Routes name existing upstreams, and no two routes claim the same requests."""
-        names = sorted(upstream_names)
-        for name in names:
-            if not _UPSTREAM_NAME.fullmatch(name):
+    def check_references(
+        self,
+        issues: Issues,
+        *,
+        upstreams: Iterable[str] = (),
+        products: Iterable[str] = (),
+        consumers: Iterable[str] = (),
+    ) -> None:
+        """Names are well-formed and what routes refer to exists; nothing is claimed twice.
+
+        Run after decoding, with the names defined in the file's [upstreams], [products]
+        and [consumers] tables.
+        """
+        names = sorted(upstreams)
+        product_names = sorted(products)
+        for section, defined in (("upstreams", names), ("products", product_names)):
+            for name in defined:
+                if not _ENTRY_NAME.fullmatch(name):
+                    issues.add(
+                        key_path(section, name),
+                        f"{section[:-1]} names may use letters, digits, '_', '-' and '.'",
+                    )
+        for name in consumers:
+            if not _CONSUMER_NAME.fullmatch(name):
                 issues.add(
-                    key_path("upstreams", name), "upstream names may use letters, digits, '_', '-' and '.'"
+                    key_path("consumers", name),
+                    "consumer names are 1 to 128 letters, digits, '_', '-' and '.', "
+                    "starting with a letter or digit",
                 )
+        for path, product in self._product_references:
+            if product not in product_names:
+                hint = close_match_hint(product, product_names) or (
+                    "" if product_names else " (no [products] are defined)"
+                )
+                issues.add(path, f"no product named {describe_value(product)}{hint}")
+        self._check_listens_differ(issues)
+        self._check_credentials_unique(issues)
+        self._check_routes(names, issues)
+
+    def _check_listens_differ(self, issues: Issues) -> None:
+        from .config import Server
+
+        admin = self._listens.get("admin.listen")
+        server = (
+            self._listens.get("server.listen")
+            if "server.listen" in self._listens
+            else parse_listen(Server().listen)
+        )
+        if admin is None or server is None:
+            return
+        # One port on an overlapping address would share (SO_REUSEPORT) or steal the other's traffic.
+        if admin[1] == server[1] and (admin[0] == server[0] or {admin[0], server[0]} & _WILDCARD_HOSTS):
+            issues.add("admin.listen", "must differ from server.listen (the admin API needs its own port)")
+
+    def _check_credentials_unique(self, issues: Issues) -> None:
+        """One credential identifies one consumer: a key, a basic-auth user, a JWT subject."""
+        owners: dict[tuple[str, str], str] = {}
+        for kind, identity, path in self._credentials:
+            first = owners.setdefault((kind, identity), path)
+            if first != path:
+                # Keys are compared by hash, so a plain key and its "sha256:" form collide too.
+                issues.add(path, f"the same {kind} as {first} (each {kind} must identify one consumer)")
+
+    def _check_routes(self, names: list[str], issues: Issues) -> None:
         seen: dict[tuple[str | None, str], list[tuple[str, Route]]] = {}
         for path, route in self._routes:
             if route.upstream is not None and route.upstream not in names:
@@ -390,3 +528,35 @@ def _valid_hash_on(value: str) -> bool:
 
 def _has_line_break(value: str) -> bool:
     return any(char in value for char in "\r\n\0")
+
+
+def _redis_url_problem(url: str) -> str | None:
+    """None when `url` is a usable Redis URL, else a parenthesised reason (or "")."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return " (the port must be a number from 1 to 65535)"
+    if parts.scheme not in _REDIS_SCHEMES or not url.startswith(f"{parts.scheme}://"):
+        return ""
+    if parts.scheme == "unix":
+        return None if parts.path not in ("", "/") else " (the socket path is missing)"
+    if not parts.hostname:
+        return " (the host is missing)"
+    if port == 0:
+        return " (the port must be a number from 1 to 65535)"
+    database = parts.path.removeprefix("/")
+    if database and not database.isdigit():
+        return f" (the database is a number, got {describe_value(database)})"
+    return None
+
+
+def _without_password(url: str) -> str:
+    """The URL as it may appear in an error line: a password is replaced by "***"."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return url.split("@", 1)[-1] if "@" in url else url
+    if parts.password is None:
+        return url
+    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)).geturl()
