@@ -8,10 +8,19 @@ from collections.abc import Awaitable, Callable
 
 import msgspec
 import pytest
+from gateway.plugins import (
+    Consumer,
+    PluginChain,
+    PluginConfigError,
+    PluginRegistry,
+    Request,
+    Response,
+    default_registry,
+)
+from gateway.plugins.subscription import SubscriptionConfig, SubscriptionPlugin
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.plugins import Consumer, PluginChain, PluginConfigError, PluginRegistry, Request, Response
 from gateway.store.base import (
     ACTIVE_STATES,
     InvalidTransitionError,
@@ -29,7 +38,6 @@ from gateway.subscriptions import (
     UnknownProductError,
     effective_states,
 )
-from plugins.subscription import SubscriptionConfig, SubscriptionPlugin
 from tests.store_backends import StoreBackend, store_backend_fixture  # noqa: F401
 
 PENDING = SubscriptionState.PENDING
@@ -375,3 +383,7 @@ def test_records_encode_as_json() -> None:
     # The admin API returns records as they are: states are plain strings on the wire.
     encoded = json.loads(msgspec.json.encode(record(PENDING, updated=1.0)))
     assert encoded["state"] == "pending"
+
+
+def test_the_builtin_registry_has_the_subscription_plugin() -> None:
+    assert default_registry().get("subscription") is SubscriptionPlugin
