@@ -7,6 +7,7 @@ cimport cython
 
 
 cdef double _SLACK
+cdef Py_ssize_t _EVICTION_SAMPLES
 
 
 cdef class _Bucket:
@@ -35,7 +36,10 @@ cdef class RateLimiter:
     @cython.locals(owed=double, remaining=Py_ssize_t)
     cdef void _report(self, double tat, double now) noexcept
 
-    @cython.locals(table=dict, expired=list, low_water=Py_ssize_t, excess=Py_ssize_t)
+    @cython.locals(
+        table=dict, doomed=list, samples=list, bucket=_Bucket, low_water=Py_ssize_t, excess=Py_ssize_t,
+        stride=Py_ssize_t, skip=Py_ssize_t, rank=Py_ssize_t, threshold=double,
+    )
     cdef void _make_room(self, double now) except *
 
     cpdef void clear(self) noexcept
@@ -56,3 +60,6 @@ cdef class ConcurrencyLimiter:
 
 @cython.locals(refused=Py_ssize_t, _index=Py_ssize_t)
 cpdef Py_ssize_t check_repeatedly(RateLimiter limiter, object key, double now, double step, Py_ssize_t times) except -1
+
+@cython.locals(refused=Py_ssize_t)
+cpdef Py_ssize_t check_keys(RateLimiter limiter, object keys, double now) except -1

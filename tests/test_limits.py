@@ -244,6 +244,35 @@ def test_live_eviction_drops_the_soonest_full(impl: Any) -> None:
     assert limiter.check(7, 0.0, 0) == 0 and limiter.remaining == 92
 
 
+def test_equal_states_evict_the_oldest_and_only_what_is_needed(impl: Any) -> None:
+    limiter = impl.RateLimiter(0.01, 5, max_keys=800)
+    for index in range(800):
+        limiter.check(index, 3.0)  # identical TATs everywhere
+    limiter.check("new", 3.0)
+    assert len(limiter) == 701  # down to 7/8 of 800, plus the new key
+    assert limiter.evicted == 100
+    assert limiter.check(99, 3.0, 0) == 0 and limiter.remaining == 5  # among the oldest: dropped
+    assert limiter.check(100, 3.0, 0) == 0 and limiter.remaining == 4  # kept
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    max_keys=st.integers(1, 40),
+    steps=st.lists(st.tuples(st.integers(0, 60), st.integers(0, 2000)), min_size=1, max_size=300),
+)
+def test_table_never_exceeds_max_keys(max_keys: int, steps: list[tuple[int, int]]) -> None:
+    for module in IMPLS.values():
+        limiter = module.RateLimiter(2.0, 3, max_keys=max_keys)
+        now = 0.0
+        seen: set[int] = set()
+        for key, gap_ms in steps:
+            now += gap_ms / 1000
+            wait_ms = limiter.check(key, now)
+            assert wait_ms == 0 or key in seen  # a new key always has a full bucket
+            seen.add(key)
+            assert len(limiter) <= max_keys
+
+
 # --- concurrency -------------------------------------------------------------------------------
 
 
