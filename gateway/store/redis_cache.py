@@ -217,6 +217,11 @@ class RedisCacheTier:
         dropped: int = await self._client.delete(self._entry_key(primary))
         return dropped
 
+    async def purge_key(self, key: int) -> int:
+        """Drop every variant of the resource with this primary key."""
+        dropped: int = await self._client.delete(b"%se:%016x" % (self._prefix, key))
+        return dropped
+
     async def purge_prefix(self, prefix: bytes, host: bytes | None = None) -> int:
         """Drop every resource whose path starts with `prefix` (of `host` only, when given)."""
         dropped: int = await self._purge(
