@@ -13,7 +13,7 @@ import pytest
 from redis.asyncio import Redis
 
 from gateway.ratelimit import Decision, LimitSpec
-from gateway.store.redis_limits import CHECK_SCRIPT_SHA, RedisRateLimiter, connect
+from gateway.store.redis_limits import CHECK_SCRIPT_SHA, CLIENT_NAME, RedisRateLimiter, connect
 from tests.support.redis_server import RedisServer
 
 T = TypeVar("T")
@@ -103,6 +103,26 @@ def test_two_nodes_enforce_one_global_limit(redis_url: str, prefix: str) -> None
     assert len(allowed) == 2
     assert sum(allowed) == 25
     assert all(count > 0 for count in allowed), "both nodes drew from the one bucket"
+
+
+def test_concurrent_checks_share_a_bounded_pool(prefix: str) -> None:
+    with RedisServer() as server:
+
+        async def scenario() -> None:
+            limiter = RedisRateLimiter(
+                connect(server.url, timeout=2.0, max_connections=4), [LimitSpec.parse("100/h")], prefix=prefix
+            )
+            observer = Redis.from_url(server.url)
+            try:
+                decisions = await asyncio.gather(*(limiter.check(f"k{i % 7}") for i in range(300)))
+                assert sum(d.allowed for d in decisions) == 300
+                clients = await observer.client_list()
+                assert 1 <= sum(c["name"] == CLIENT_NAME for c in clients) <= 4
+            finally:
+                await close(limiter)
+                await observer.aclose()
+
+        run(scenario())
 
 
 def test_a_refusing_limit_takes_nothing_from_the_others(redis_url: str, prefix: str) -> None:

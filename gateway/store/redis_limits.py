@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError
@@ -44,6 +44,8 @@ __all__ = ["CHECK_SCRIPT", "RedisRateLimiter", "connect"]
 DEFAULT_PREFIX = "lambdagate:rl:"
 DEFAULT_TIMEOUT = 0.25
 DEFAULT_MAX_LOCAL_KEYS = 100_000
+DEFAULT_MAX_CONNECTIONS = 16
+CLIENT_NAME = "lambdagate-limits"  # shown by CLIENT LIST
 
 # KEYS: one per limit. ARGV: cost, pending, then per limit: interval_us, tolerance_us.
 # Returns {allowed, then per limit: remaining, wait_us, owed_us}. Numbers cross the Lua boundary
@@ -90,15 +92,25 @@ return result
 CHECK_SCRIPT_SHA = hashlib.sha1(CHECK_SCRIPT.encode()).hexdigest()
 
 
-def connect(url: str, *, timeout: float = DEFAULT_TIMEOUT) -> Redis:
+def connect(
+    url: str, *, timeout: float = DEFAULT_TIMEOUT, max_connections: int = DEFAULT_MAX_CONNECTIONS
+) -> Redis:
     """A client for limits: short timeouts and no retries, so a broken store costs a request
-    at most `timeout` before the on_store_error policy answers (and then nothing for a while)."""
-    return Redis.from_url(
+    at most `timeout` before the on_store_error policy answers (and then nothing for a while).
+
+    The pool is bounded and blocking: a burst of concurrent checks queues for one of
+    `max_connections` connections (at most `timeout`) instead of opening one connection each.
+    """
+    pool = BlockingConnectionPool.from_url(
         url,
+        max_connections=max_connections,
+        timeout=timeout,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
         retry=Retry(NoBackoff(), 0),
+        client_name=CLIENT_NAME,
     )
+    return Redis.from_pool(pool)  # the client owns the pool: aclose() closes both
 
 
 @dataclass(frozen=True, slots=True)
