@@ -451,3 +451,21 @@ def test_store_matches_reference_model(
         assert cache.used_bytes == model.used()
         assert len(cache) == len(model.entries)
         assert [(e.variants.path, e.vary) for e in cache.entries()] == list(reversed(model.lru))
+
+
+@impls
+def test_put_inserts_ready_entries_and_on_store_sees_only_commits(impl: Any) -> None:
+    cache = impl.ResponseCache(1 << 20, 1 << 16)
+    committed: list[Any] = []
+    cache.on_store = committed.append
+    entry = store(impl, cache, b"/a", b"body")
+    assert committed == [entry]
+    copy = impl.ResponseCache(1 << 20, 1 << 16)
+    copy.on_store = committed.append
+    woken: list[Any] = []
+    copy.join(entry.variants.key, woken.append)
+    copy.join(entry.variants.key, woken.append)
+    put = copy.put(entry.variants.primary, HOST, b"/a", (), b"", 200, entry.head, entry.body, NOW, 60.0, 0.0)
+    assert (put.head, put.body, put.stored_at) == (entry.head, entry.body, NOW)
+    assert committed == [entry] and woken == []  # put() neither writes through nor wakes
+    assert copy.lookup(material(impl, b"/a"), no_headers, NOW + 1) is put
