@@ -1,4 +1,5 @@
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from gateway._fastpath.proxy import ProxyClient, UpstreamPool
@@ -8,10 +9,18 @@ def reason_phrase(status: int) -> str: ...
 def refresh_date() -> None: ...
 def error_body(status: int, code: str, message: str) -> bytes: ...
 
+class FastCheck: ...
+
 class RouteAction:
     name: str
     kind: int
     pool: UpstreamPool | None
+    chain: Any
+    handler: Any
+    def with_fast_checks(self, checks: Any, drop_headers: Any = ()) -> RouteAction: ...
+    def with_plugins(self, chain: Any) -> RouteAction: ...
+    @staticmethod
+    def python_handler(name: str, handler: Callable[[Any, bytes], Awaitable[Any]]) -> RouteAction: ...
     @staticmethod
     def static(
         name: str, status: int, body: bytes, content_type: str, headers: dict[str, str]

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from gateway._fastpath.balance import Balancer, Target
 from gateway._fastpath.http import Gateway, RouteAction, refresh_date
@@ -16,7 +18,12 @@ from gateway._fastpath.router import Router
 from gateway._fastpath.timers import Ticker
 from gateway.accesslog import AccessLog
 from gateway.config import Config, Route, Upstream
+from gateway.config_plugins import route_plugin_configs
+from gateway.consumers import ConsumerRegistry
 from gateway.health import HealthChecker
+from gateway.plugins import Plugin, default_registry
+from gateway.route_plugins import build_route_plugins
+from gateway.subscriptions import SubscriptionSnapshot
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\+?\}")
 
@@ -30,6 +37,9 @@ class Runtime:
     access_log: AccessLog
     pools: dict[str, UpstreamPool]
     health: list[HealthChecker] = field(default_factory=list)
+    consumers: ConsumerRegistry = field(default_factory=ConsumerRegistry)
+    subscriptions: SubscriptionSnapshot = field(default_factory=SubscriptionSnapshot)
+    plugins: list[Plugin] = field(default_factory=list)
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self.ticker.start()
@@ -100,13 +110,35 @@ def build_action(route: Route, pools: dict[str, UpstreamPool]) -> RouteAction:
     )
 
 
-def build_runtime(config: Config, loop: asyncio.AbstractEventLoop) -> Runtime:
+def build_runtime(
+    config: Config, loop: asyncio.AbstractEventLoop, extra_services: Mapping[str, Any] | None = None
+) -> Runtime:
     refresh_date()
     ticker = Ticker(loop, 0.1, refresh_date)
     pools = {name: build_pool(name, upstream, loop, ticker) for name, upstream in config.upstreams.items()}
+    consumers = ConsumerRegistry.from_config(config.consumers)
+    subscriptions = SubscriptionSnapshot()
+    services: dict[str, Any] = {
+        "consumers": consumers,
+        "subscriptions": subscriptions,
+        "redis_url": config.store.redis,
+        "loop": loop,
+        **(extra_services or {}),
+    }
+    registry = default_registry()
     router = Router()
+    plugins: list[Plugin] = []
     for route in config.routes:
-        router.add(route.path, build_action(route, pools), route.methods, route.host)
+        action = build_action(route, pools)
+        configs = route_plugin_configs(config, route, registry)
+        product = config.products.get(route.product) if route.product else None
+        if product is not None and product.subscription == "approval" and "subscription" not in configs:
+            configs["subscription"] = registry.decode_config("subscription", {"product": route.product})
+        if configs:
+            built = build_route_plugins(configs, registry, services)
+            action.with_fast_checks(built.fast_checks, built.drop_headers).with_plugins(built.chain)
+            plugins.extend(built.plugins)
+        router.add(route.path, action, route.methods, route.host)
     access_log = AccessLog(config.server.access_log)
     server = config.server
     gateway = Gateway(
@@ -130,4 +162,4 @@ def build_runtime(config: Config, loop: asyncio.AbstractEventLoop) -> Runtime:
         for name, upstream in config.upstreams.items()
         if upstream.health is not None
     ]
-    return Runtime(gateway, ticker, access_log, pools, health)
+    return Runtime(gateway, ticker, access_log, pools, health, consumers, subscriptions, plugins)

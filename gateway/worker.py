@@ -11,11 +11,17 @@ import contextlib
 import signal
 import socket
 
+import msgspec
 import uvloop
 
-from gateway.app import build_runtime
+from gateway._fastpath.http import Gateway, RouteAction
+from gateway._fastpath.router import Router
+from gateway.app import Runtime, build_runtime
 from gateway.config import Config
 from gateway.logs import log
+from gateway.plugins import Request, Response
+from gateway.server import listen_backlog
+from gateway.state_sync import StateSync, needs_store, open_store
 
 
 def serve(config: Config, sockets: list[socket.socket], worker_id: int) -> int:
@@ -34,10 +40,19 @@ async def _serve(
 ) -> int:
     runtime = build_runtime(config, loop)
     gateway = runtime.gateway
-    servers = [
-        await loop.create_server(gateway.new_connection, sock=sock, backlog=sock_backlog(sock))
-        for sock in sockets
-    ]
+    sync: StateSync | None = None
+    if needs_store(config):
+        sync = StateSync(open_store(config), runtime.consumers, runtime.subscriptions)
+        sync.start(loop)
+    # uvloop listen()s again with this backlog: keep the master's (somaxconn) rather than its 100.
+    backlog = listen_backlog()
+    servers = [await loop.create_server(gateway.new_connection, sock=sockets[0], backlog=backlog)]
+    admin_gateway = None
+    if config.admin is not None and sync is not None and len(sockets) > 1:
+        admin_gateway = build_admin_gateway(loop, config, runtime, sync)
+        servers.append(
+            await loop.create_server(admin_gateway.new_connection, sock=sockets[1], backlog=backlog)
+        )
     stop = loop.create_future()
 
     def request_stop(signum: int) -> None:
@@ -54,7 +69,8 @@ async def _serve(
     signum = await stop
     for server in servers:
         server.close()
-    drained = gateway.drain()
+    gateways = [gateway] if admin_gateway is None else [gateway, admin_gateway]
+    drained = asyncio.gather(*(g.drain() for g in gateways))
     try:
         await asyncio.wait_for(asyncio.shield(drained), timeout=config.server.drain_timeout)
     except TimeoutError:
@@ -62,17 +78,38 @@ async def _serve(
             "warning",
             "drain timeout: closing connections still open",
             worker=worker_id,
-            connections=len(gateway.connections),
+            connections=sum(len(g.connections) for g in gateways),
         )
-        gateway.abort_all()
+        for g in gateways:
+            g.abort_all()
     for server in servers:
         with contextlib.suppress(Exception):
             await server.wait_closed()
     runtime.close()
+    if sync is not None:
+        await sync.close()
     log("info", "worker stopped", worker=worker_id, signal=signal.Signals(signum).name)
     return 0
 
 
-def sock_backlog(sock: socket.socket) -> int:
-    # The listening socket was set up by the master; this only matters if uvloop re-listens.
-    return 4096
+def build_admin_gateway(
+    loop: asyncio.AbstractEventLoop, config: Config, runtime: Runtime, sync: StateSync
+) -> Gateway:
+    """The admin API on its own listener, served by the same engine as a Python handler route."""
+    from gateway.admin import AdminApp
+
+    assert config.admin is not None
+    app = AdminApp(
+        store=sync.store,
+        token=config.admin.token,
+        config_view=lambda: msgspec.to_builtins(config),
+        purge_cache=None,
+        rate_limit_state=None,
+    )
+
+    async def handle(request: Request, body: bytes) -> Response:
+        return await app.handle(request.method, request.path, request.query, request.headers.items(), body)
+
+    router = Router()
+    router.add("$default", RouteAction.python_handler("admin", handle))
+    return Gateway(loop, router, access_log=runtime.access_log, ticker=runtime.ticker)

@@ -509,7 +509,7 @@ def test_crash_back_off_doubles_caps_and_resets() -> None:
 
     config = parse_config('[server]\nlisten = "127.0.0.1:1"\naccess_log = "off"\n')
     master = Master("unused.toml", config, worker_main=lambda config, sockets, worker_id: 0)
-    generation = Generation(number=1, config=config, listen=("127.0.0.1", 1), sockets=[], size=1)
+    generation = Generation(number=1, config=config, listen=(("127.0.0.1", 1),), sockets=[], size=1)
 
     def restart_delay(lived: float) -> float:
         before = time.monotonic()

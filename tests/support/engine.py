@@ -27,7 +27,7 @@ class EngineThread:
         self._build = build_routes
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
-        self._server: asyncio.Server | None = None
+        self._server: asyncio.AbstractServer | None = None
         self.gateway: Gateway | None = None
 
     @property
@@ -47,8 +47,9 @@ class EngineThread:
             router.add(pattern, action)
         self.gateway = Gateway(self.loop, router, ticker=ticker)
         ticker.start()
-        self._server = await self.loop.create_server(self.gateway.new_connection, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
+        server: Any = await self.loop.create_server(self.gateway.new_connection, "127.0.0.1", 0)
+        self._server = server
+        self.port = server.sockets[0].getsockname()[1]
 
     def start(self) -> None:
         self._thread.start()
