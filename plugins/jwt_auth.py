@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Mapping
 from typing import Annotated, Any
 
 import msgspec
+from gateway.plugins import Plugin, Request, Response
 from msgspec import Meta
 
 from gateway.consumers import Consumer, ConsumerRegistry, forward_identity, strip_identity_headers
@@ -32,7 +33,6 @@ from gateway.jwt import (
     load_key_file,
     load_pem_key,
 )
-from gateway.plugins import Plugin, Request, Response
 from gateway.units import parse_duration
 
 from ._auth import header_name_problem, realm_problem, take_cookie, take_query_param, unauthorized
@@ -190,7 +190,9 @@ def _claim_groups(value: Any) -> tuple[str, ...]:
         value = value.split()
     if not isinstance(value, list):
         return ()
-    return tuple(g for g in value if isinstance(g, str) and g and not any(c in g for c in ", \t\r\n\0"))
+    return tuple(
+        g for g in value if isinstance(g, str) and g and all(0x21 <= ord(c) <= 0x7E and c != "," for c in g)
+    )
 
 
 class JwtAuth(Plugin):

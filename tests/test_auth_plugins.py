@@ -181,11 +181,11 @@ def test_key_auth_percent_encoded_query_key(consumers: ConsumerRegistry) -> None
 @pytest.mark.parametrize(
     ("headers", "query", "message"),
     [
-        ([], "", "no API key"),
-        ([("apikey", "")], "", "no API key"),
-        ([("apikey", "wrong-key")], "", "invalid API key"),
-        ([("apikey", hashed_api_key("bob-key-456"))], "", "invalid API key"),
-        ([], "apikey=alice-key-123", "no API key"),  # query names not configured
+        ([], "", "No API key found"),
+        ([("apikey", "")], "", "No API key found"),
+        ([("apikey", "wrong-key")], "", "Invalid authentication credentials"),
+        ([("apikey", hashed_api_key("bob-key-456"))], "", "Invalid authentication credentials"),
+        ([], "apikey=alice-key-123", "No API key found"),  # query names not configured
     ],
 )
 def test_key_auth_refusals(
@@ -533,9 +533,21 @@ def engine(upstream: Upstream, consumers: ConsumerRegistry) -> Iterator[EngineTh
                     plugin("acl", consumers, deny=["interns"]),
                 ),
             ),
+            (
+                "/fast/{proxy+}",
+                fast_key_auth(
+                    pool, plugin("key-auth", consumers), plugin("acl", consumers, deny=["interns"])
+                ),
+            ),
             ("/basic/{proxy+}", proxy("basic", plugin("basic-auth", consumers))),
             ("/jwt/{proxy+}", proxy("jwt", plugin("jwt", consumers, secret=SECRET))),
         ]
+
+    def fast_key_auth(pool: Any, key_auth: Any, *plugins: Plugin) -> Any:
+        check = key_auth.fast_check()
+        assert check is not None
+        action = RouteAction.proxy("fast", pool).with_fast_checks([check], key_auth.upstream_drop_headers())
+        return action.with_plugins(PluginChain(plugins))
 
     with running_engine(routes) as running:
         yield running
@@ -589,3 +601,39 @@ def test_built_in_registry_has_them() -> None:
     registry = default_registry()
     for cls in AUTH_CLASSES:
         assert registry.get(cls.name) is cls
+
+
+def test_engine_compiled_key_auth_matches_the_python_path(
+    engine: EngineThread, consumers: ConsumerRegistry
+) -> None:
+    spoofs = {"X-Consumer-Id": "admin", "X-Consumer-Groups": "root", "X-Credential-Identifier": "x"}
+    ok = httpx.get(f"{engine.url}/fast/echo", headers={"apikey": "alice-key-123", **spoofs})
+    assert ok.status_code == 200
+    seen = upstream_headers(ok)
+    assert seen["x-consumer-id"] == "alice"
+    assert seen["x-consumer-groups"] == "partners"
+    assert "apikey" not in seen and "x-credential-identifier" not in seen
+    denied = httpx.get(f"{engine.url}/fast/echo", headers={"apikey": "bob-key-456"})
+    assert denied.status_code == 403  # the Python acl sees the consumer the compiled check found
+    for headers in ({}, {"apikey": "wrong-key"}):
+        refused = httpx.get(f"{engine.url}/fast/echo", headers=headers)
+        python = httpx.get(f"{engine.url}/keyed/echo", headers=headers)
+        assert refused.status_code == python.status_code == 401
+        assert refused.headers["www-authenticate"] == python.headers["www-authenticate"]
+        assert refused.json()["error"]["message"] == python.json()["error"]["message"]
+    # A key added at runtime is accepted, and a removed one refused, despite the check's memo.
+    consumers.add("grace", {"keys": ["grace-key-789"]})
+    try:
+        assert httpx.get(f"{engine.url}/fast/echo", headers={"apikey": "grace-key-789"}).status_code == 200
+    finally:
+        consumers.remove("grace")
+    assert httpx.get(f"{engine.url}/fast/echo", headers={"apikey": "grace-key-789"}).status_code == 401
+
+
+def test_key_auth_with_query_names_has_no_compiled_check(consumers: ConsumerRegistry) -> None:
+    with_query = plugin("key-auth", consumers, query_param_names=["k"])
+    assert isinstance(with_query, KeyAuth)
+    assert with_query.fast_check() is None
+    headers_only = plugin("key-auth", consumers)
+    assert isinstance(headers_only, KeyAuth)
+    assert headers_only.fast_check() is not None
