@@ -202,10 +202,10 @@ def consumer_config_problems(config: ConsumerConfig) -> list[tuple[str, str]]:
             problems.append((f"jwt_subjects[{index}]", "must not be empty"))
     for index, group in enumerate(config.groups):
         # Groups travel comma-separated in X-Consumer-Groups.
-        if not group or any(not 0x21 <= ord(c) <= 0x7E or c == "," for c in group):
-            problems.append(
-                (f"groups[{index}]", "must be non-empty printable ASCII without commas or spaces")
-            )
+        if not group or any(c in group for c in ", \t\r\n\0"):
+            problems.append((f"groups[{index}]", "must be non-empty without commas or whitespace"))
+        elif any(not 0x21 <= ord(c) <= 0x7E for c in group):
+            problems.append((f"groups[{index}]", "must be printable ASCII"))
     for name, value in config.metadata.items():
         if any(c in value for c in "\r\n\0"):
             problems.append((f"metadata.{name}", "must not contain CR, LF or NUL"))

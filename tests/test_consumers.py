@@ -113,6 +113,7 @@ def test_config_structs_describe_every_field_and_refuse_unknown_keys() -> None:
         ),
         ({"jwt_subjects": [""]}, ("jwt_subjects[0]", "must not be empty")),
         ({"groups": ["a,b"]}, ("groups[0]", "commas")),
+        ({"groups": ["équipe"]}, ("groups[0]", "printable ASCII")),
         ({"metadata": {"note": "line\r\nInjected: 1"}}, ("metadata.note", "CR, LF")),
     ],
 )
