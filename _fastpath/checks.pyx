@@ -102,23 +102,29 @@ cdef class KeyAuthCheck(FastCheck):
 
 
 cdef class RateLimitCheck(FastCheck):
-    """rate-limit in local mode: 429 with Retry-After and RateLimit-* when a bucket is empty."""
+    """rate-limit in local mode, compiled: the same buckets, keys and answers as the plugin.
 
-    cdef list limiters            # RateLimiter, strictest first
+    Keys are the plugin's: "c:<consumer>", "ip:<address>", "h:<header value>" or "r" (the buckets
+    are the plugin's own RateLimiter objects, so both paths count against one state).
+    """
+
+    cdef tuple limiters           # RateLimiter, in config order
     cdef int by
     cdef bytes header_name
     cdef bint enforce
-    cdef bytes route_key
+    cdef bint headers             # RateLimit-* on allowed responses too
     cdef readonly long long allowed
     cdef readonly long long limited
 
-    def __cinit__(self, limiters, str by, bint enforce=True, str route_key=""):
-        self.limiters = list(limiters)
+    def __cinit__(self, limiters, str by, bint enforce=True, bint headers=True):
+        self.limiters = tuple(limiters)
         self.enforce = enforce
+        self.headers = headers
         self.header_name = b""
-        self.route_key = route_key.encode("latin-1")
         self.allowed = 0
         self.limited = 0
+        if not self.limiters:
+            raise ValueError("a rate-limit check needs at least one limiter")
         if by == "consumer":
             self.by = BY_CONSUMER
         elif by == "ip":
@@ -127,43 +133,61 @@ cdef class RateLimitCheck(FastCheck):
             self.by = BY_ROUTE
         elif by.startswith("header:"):
             self.by = BY_HEADER
-            self.header_name = by[7:].lower().encode("latin-1")
+            self.header_name = by[7:].strip().lower().encode("latin-1")
         else:
             raise ValueError(f"unknown rate-limit key {by!r}")
 
-    cdef object key_for(self, HttpConnection conn, const char* base):
+    cdef str key_for(self, HttpConnection conn, const char* base):
         if self.by == BY_CONSUMER:
             if conn.consumer is not None:
-                return conn.consumer.name
-            return conn.client_ip  # no consumer on this route: fall back to the client address
-        if self.by == BY_IP:
-            return conn.client_ip
-        if self.by == BY_HEADER:
+                return "c:" + conn.consumer.name
+        elif self.by == BY_HEADER:
             value = _header_value(conn.gw.parser, base, self.header_name)
-            return value if value is not None else conn.client_ip
-        return self.route_key
+            if value:
+                return "h:" + (<bytes>value).decode("latin-1")
+        elif self.by == BY_ROUTE:
+            return "r"
+        return "ip:" + conn.client_ip.decode("latin-1")
 
     cdef int check(self, HttpConnection conn, const char* base) except -1:
         cdef double now = monotonic()
         cdef RateLimiter limiter
+        cdef RateLimiter binding
         cdef Py_ssize_t wait_ms
+        cdef Py_ssize_t i
+        cdef Py_ssize_t j
+        cdef long long retry
         key = self.key_for(conn, base)
-        for item in self.limiters:
-            limiter = <RateLimiter>item
+        for i in range(len(self.limiters)):
+            limiter = <RateLimiter>self.limiters[i]
             wait_ms = limiter.check(key, now, 1)
             if wait_ms > 0:
+                # Refused: give back what the earlier limits took, as if nothing had been asked.
+                for j in range(i):
+                    (<RateLimiter>self.limiters[j]).refund(key, now, 1)
                 self.limited += 1
                 if not self.enforce:
-                    continue
+                    return CHECK_PASS
+                retry = <long long>ceil(wait_ms / 1000.0)
                 headers = (
-                    f"Retry-After: {<long long>ceil(wait_ms / 1000.0)}\r\n"
+                    f"Retry-After: {retry}\r\n"
                     f"RateLimit-Limit: {limiter.limit}\r\n"
-                    f"RateLimit-Remaining: 0\r\n"
+                    f"RateLimit-Remaining: {max(0, limiter.remaining)}\r\n"
                     f"RateLimit-Reset: {<long long>ceil(limiter.reset_after)}\r\n"
                 ).encode("latin-1")
-                conn.respond_error(429, "rate_limited",
-                                   f"rate limit of {limiter.limit} requests exceeded; retry in {wait_ms} ms",
+                conn.respond_error(429, "rate_limited", f"rate limit exceeded; retry in {retry} s",
                                    not conn.request_complete, headers)
                 return CHECK_ANSWERED
         self.allowed += 1
+        if self.headers:
+            binding = <RateLimiter>self.limiters[0]
+            for i in range(1, len(self.limiters)):
+                limiter = <RateLimiter>self.limiters[i]
+                if limiter.remaining < binding.remaining:
+                    binding = limiter
+            conn.response_extra = (
+                f"RateLimit-Limit: {binding.limit}\r\n"
+                f"RateLimit-Remaining: {max(0, binding.remaining)}\r\n"
+                f"RateLimit-Reset: {<long long>ceil(binding.reset_after)}\r\n"
+            ).encode("latin-1")
         return CHECK_PASS

@@ -368,6 +368,7 @@ cdef class HttpConnection(ProxyClient):
         self.plugin_task = None
         self.handler_ready = False
         self.wants_response_head = False
+        self.response_extra = None
 
     def __dealloc__(self):
         bb_free(&self.inbuf)
@@ -526,6 +527,7 @@ cdef class HttpConnection(ProxyClient):
         self.wants_response_head = False
         self.consumer = None
         self.upstream_extra = None
+        self.response_extra = None
         self.expect_continue = rp.expect_continue
         self.client_http10 = rp.version == 10
         self.request_is_head = rp.method.len == 4 and memcmp(base + rp.method.off, b"HEAD", 4) == 0
@@ -1190,6 +1192,8 @@ cdef class HttpConnection(ProxyClient):
         else:
             body = b""
         bb_append_str(&_out, _date_line)
+        if self.response_extra is not None:
+            bb_append_str(&_out, self.response_extra)
         if self.request_id is not None and response.headers is not None:
             if not any(n.lower() == "x-request-id" for n, _ in fields):
                 bb_append(&_out, "X-Request-Id: ", 14)
@@ -1237,6 +1241,8 @@ cdef class HttpConnection(ProxyClient):
         bb_clear(&_out)
         bb_append_str(&_out, action.static_head)
         bb_append_str(&_out, _date_line)
+        if self.response_extra is not None:
+            bb_append_str(&_out, self.response_extra)
         if not self.keep_alive:
             bb_append(&_out, "Connection: close\r\n", 19)
         elif self.client_http10:

@@ -43,6 +43,7 @@ cdef class ProxyClient(Watched):
     cdef int response_status
     cdef int64_t response_bytes   # bytes written to the client for this response
     cdef bint wants_response_head # plugins see (and may change) the response head first
+    cdef bytes response_extra     # header lines fast checks add to the response (RateLimit-*), or None
 
     # The response phase: gets (status, [(name, value) bytes]) and returns an object with
     # `.status` and `.headers.items()` (str pairs), or None when the client has been answered

@@ -397,6 +397,8 @@ cdef class UpstreamConnection(Watched):
             bb_append(&_out, "X-Request-Id: ", 14)
             bb_append(&_out, PyBytes_AS_STRING(client.request_id), PyBytes_GET_SIZE(client.request_id))
             bb_append(&_out, "\r\n", 2)
+        if client.response_extra is not None:
+            bb_append_str(&_out, client.response_extra)
         if not client.keep_alive:
             bb_append(&_out, "Connection: close\r\n", 19)
         elif client.client_http10:
@@ -457,6 +459,8 @@ cdef class UpstreamConnection(Watched):
             bb_append(&_out, "X-Request-Id: ", 14)
             bb_append_str(&_out, client.request_id)
             bb_append(&_out, "\r\n", 2)
+        if client.response_extra is not None:
+            bb_append_str(&_out, client.response_extra)
         if not client.keep_alive:
             bb_append(&_out, "Connection: close\r\n", 19)
         elif client.client_http10:

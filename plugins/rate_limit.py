@@ -197,6 +197,19 @@ class RateLimitPlugin(Plugin):
         if key is not None and self._concurrency is not None:
             self._concurrency.release(key)
 
+    # --- compiled fast path (gateway.route_plugins asks for it) ---------------------------------
+
+    def fast_check(self) -> Any:
+        """The compiled equivalent of access() in local mode without a concurrency limit.
+
+        It counts against this plugin's own buckets, so both paths share one state.
+        """
+        if self.redis_url is not None or self._concurrency is not None or not self._local:
+            return None
+        from gateway._fastpath.checks import RateLimitCheck
+
+        return RateLimitCheck(self._local, self.config.by, self.config.enforce, self.config.headers)
+
     # --- decisions ------------------------------------------------------------------------------
 
     def _check_local(self, key: str) -> Decision:
