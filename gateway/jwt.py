@@ -487,6 +487,7 @@ class JWKSCache:
         self.attempted_at: float | None = None
         self.last_error: str | None = None
         self.fetches = 0
+        self.generation = 0  # bumped whenever the key set is replaced
         self._inflight: asyncio.Task[None] | None = None
 
     @property
@@ -558,6 +559,7 @@ class JWKSCache:
         self.kids = frozenset(key.kid for key in keys if key.kid is not None)
         self.loaded_at = self._clock()
         self.last_error = None
+        self.generation += 1
 
 
 # --- the verifier -------------------------------------------------------------------------------
@@ -574,6 +576,9 @@ class JWTVerifier:
         algorithms: Iterable[str] = SUPPORTED_ALGORITHMS,
         policy: ClaimsPolicy | None = None,
         clock: Callable[[], float] = time.time,
+        verified_cache_size: int = 4096,
+        verified_cache_ttl: float = 30.0,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         allowed = frozenset(algorithms)
         unknown = allowed - SUPPORTED_ALGORITHMS
@@ -586,9 +591,33 @@ class JWTVerifier:
         self.algorithms = allowed
         self.policy = policy or ClaimsPolicy()
         self._clock = clock
+        # Tokens whose signature checked out recently -> (claims, until). A client sends the same
+        # token for many requests; a hit skips the signature (tens of microseconds for ECDSA and
+        # EdDSA) but never the claims, so expiry stays exact. The TTL bounds how long a token
+        # signed by a key that has since been rotated out stays accepted.
+        self._verified: dict[str, tuple[dict[str, Any], float]] = {}
+        self._verified_size = verified_cache_size
+        self._verified_ttl = verified_cache_ttl
+        self._monotonic = monotonic
+        self._jwks_generation = jwks.generation if jwks is not None else 0
 
     def verify(self, token: str) -> dict[str, Any] | Awaitable[dict[str, Any]]:
-        """The token's claims; raises JWTError. An awaitable only when JWKS keys must be fetched."""
+        """The token's claims; raises JWTError. An awaitable only when JWKS keys must be fetched.
+
+        The claims dict may be shared between requests presenting the same token: read it only.
+        """
+        if self.jwks is not None:
+            self.jwks.refresh_if_stale()
+            if self.jwks.generation != self._jwks_generation:
+                # Keys may have been retired: what they signed must be checked again.
+                self._verified.clear()
+                self._jwks_generation = self.jwks.generation
+        hit = self._verified.get(token)
+        if hit is not None:
+            if hit[1] > self._monotonic():
+                check_claims(hit[0], self.policy, self._clock())
+                return hit[0]
+            del self._verified[token]
         parsed = parse_token(token)
         alg, kid = parsed.alg, parsed.kid
         if alg not in self.algorithms:
@@ -596,24 +625,27 @@ class JWTVerifier:
         keys = [k for k in self.static_keys if alg in k.algorithms and (kid is None or k.kid in (None, kid))]
         if self.jwks is not None:
             keys += self.jwks.candidates(alg, kid)
-            self.jwks.refresh_if_stale()
         if any(key.verify(alg, parsed.signing_input, parsed.signature) for key in keys):
-            return self._checked_claims(parsed)
+            return self._checked_claims(token, parsed)
         if self.jwks is not None and self.jwks.may_refetch(kid):
-            return self._verify_after_refresh(parsed, self.jwks, tried=keys)
+            return self._verify_after_refresh(token, parsed, self.jwks, tried=keys)
         raise JWTError("invalid signature" if keys else "no key fits the token")
 
     async def _verify_after_refresh(
-        self, parsed: UnverifiedToken, jwks: JWKSCache, tried: list[VerificationKey]
+        self, token: str, parsed: UnverifiedToken, jwks: JWKSCache, tried: list[VerificationKey]
     ) -> dict[str, Any]:
         await jwks.refresh()
         fresh = [key for key in jwks.candidates(parsed.alg, parsed.kid) if key not in tried]
         if any(key.verify(parsed.alg, parsed.signing_input, parsed.signature) for key in fresh):
-            return self._checked_claims(parsed)
+            return self._checked_claims(token, parsed)
         if not tried and not jwks.loaded:
             raise JWKSUnavailable("the keys to check the token are unavailable")
         raise JWTError("invalid signature" if tried or fresh else "no key fits the token")
 
-    def _checked_claims(self, parsed: UnverifiedToken) -> dict[str, Any]:
+    def _checked_claims(self, token: str, parsed: UnverifiedToken) -> dict[str, Any]:
         check_claims(parsed.claims, self.policy, self._clock())
+        if self._verified_size > 0:
+            if len(self._verified) >= self._verified_size:
+                del self._verified[next(iter(self._verified))]  # the oldest entry
+            self._verified[token] = (parsed.claims, self._monotonic() + self._verified_ttl)
         return parsed.claims

@@ -650,3 +650,43 @@ def test_fetch_url_validation(url: str, problem: str | None) -> None:
         assert found is None
     else:
         assert found is not None and problem in found
+
+
+def test_verified_tokens_skip_the_signature_but_not_the_claims(keys: dict[str, SigningKey]) -> None:
+    wall = [NOW]
+    mono = FakeClock()
+    calls = []
+
+    class CountingKey(HmacKey):
+        __slots__ = ()
+
+        def verify(self, alg: str, signing_input: bytes, signature: bytes) -> bool:
+            calls.append(alg)
+            return super().verify(alg, signing_input, signature)
+
+    check = JWTVerifier(
+        static_keys=[CountingKey(SECRET)],
+        clock=lambda: wall[0],
+        monotonic=mono,
+        verified_cache_size=2,
+        verified_cache_ttl=30,
+    )
+    token = make_token(keys["HS256"], {"sub": "a", "exp": NOW + 10})
+    for _ in range(3):
+        assert verified(check.verify(token))["sub"] == "a"
+    assert len(calls) == 1
+    wall[0] = NOW + 10
+    with pytest.raises(JWTError, match="expired"):
+        check.verify(token)  # a cached token still expires on time
+    wall[0] = NOW
+    mono.now += 31
+    assert verified(check.verify(token))
+    assert len(calls) == 2  # the cache entry outlived its TTL
+    others = [make_token(keys["HS256"], {"sub": f"u{i}", "exp": NOW + 10}) for i in range(2)]
+    for other in others:
+        verified(check.verify(other))
+    verified(check.verify(token))
+    assert len(calls) == 5  # bounded: the first token was evicted
+    forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+    with pytest.raises(JWTError, match="invalid signature"):
+        check.verify(forged)  # a different string never matches a cached one
