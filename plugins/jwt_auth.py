@@ -15,7 +15,6 @@ from collections.abc import Awaitable, Mapping
 from typing import Annotated, Any
 
 import msgspec
-from gateway.plugins import Plugin, Request, Response
 from msgspec import Meta
 
 from gateway.consumers import Consumer, ConsumerRegistry, forward_identity, strip_identity_headers
@@ -33,6 +32,7 @@ from gateway.jwt import (
     load_key_file,
     load_pem_key,
 )
+from gateway.plugins import Plugin, Request, Response
 from gateway.units import parse_duration
 
 from ._auth import header_name_problem, realm_problem, take_cookie, take_query_param, unauthorized

@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated
 
 import msgspec
-from gateway.plugins import Consumer, Plugin, Request, Response
 from msgspec import Meta
 
 from gateway.consumers import ConsumerRegistry, forward_identity, strip_identity_headers
+from gateway.plugins import Consumer, Plugin, Request, Response
 
 from ._auth import header_name_problem, realm_problem, take_query_param, unauthorized
 

@@ -15,13 +15,13 @@ import bcrypt
 import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from gateway.consumers import ConsumerRegistry, hashed_api_key
 from gateway.plugins import Plugin, PluginChain, PluginConfigError, PluginRegistry, Request, Response
 from gateway.plugins.acl import Acl
 from gateway.plugins.basic_auth import BasicAuth
 from gateway.plugins.jwt_auth import JwtAuth
 from gateway.plugins.key_auth import KeyAuth
-
-from gateway.consumers import ConsumerRegistry, hashed_api_key
 from tests.support.engine import EngineThread, running_engine
 from tests.support.jwt_tokens import SigningKey, make_token, running_jwks_server
 from tests.support.upstream import Upstream, echo, running_upstream

@@ -12,7 +12,6 @@ import argon2
 import bcrypt
 import msgspec
 import pytest
-from gateway.plugins import Consumer, Phase, PhaseError, Request
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -29,6 +28,7 @@ from gateway.consumers import (
     password_hash_problem,
     strip_identity_headers,
 )
+from gateway.plugins import Consumer, Phase, PhaseError, Request
 
 ALICE_KEY = "alice-key-0123456789"
 BOB_KEY = "bob-key-9876543210"
