@@ -177,6 +177,7 @@ def start_lambdagate(
         args.gateway_config or BENCH_DIR / "lambdagate.toml.in",
         args.gateway_port,
         UPSTREAM_PORT=str(upstream_port),
+        WORKDIR=str(workdir),
     )
     config = workdir / "lambdagate.toml"
     config.write_text(text)

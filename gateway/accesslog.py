@@ -31,6 +31,7 @@ from collections.abc import Callable
 
 import msgspec
 
+from gateway._fastpath.accesslog import LogLines
 from gateway.logs import log
 
 # (unix_time, request_id, route_name, method, path_with_query, status, bytes_sent,
@@ -163,6 +164,8 @@ class AccessLog:
         self.destination = destination
         self.enabled = destination != "off"
         self.records: list[AccessRecord] = []
+        # The engine appends its lines here, already formatted in C; `records` stays for Python callers.
+        self.lines = LogLines()
         self.dropped = 0  # records dropped so far (backlog bound or write errors)
         self._max_backlog = max_backlog
         self._sink: _Sink | None = None
@@ -206,7 +209,12 @@ class AccessLog:
         """Encode the queued records and write as much of the backlog as the sink takes now."""
         if self._sink is None:
             self.records.clear()
+            self.lines.take()
             return
+        formatted = self.lines.take()
+        if formatted:
+            self._backlog.append(formatted)
+            self._backlog_bytes += len(formatted)
         records = self.records
         if records:
             # Re-bind, do not clear: the hot path looks up ``self.records`` on every append.
