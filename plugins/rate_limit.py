@@ -178,6 +178,9 @@ class RateLimitPlugin(Plugin):
         if not self.specs:
             return None
         if self.redis_url is not None:
+            decided = self._redis_limiter().check_nowait(f"{request.route}|{key}")
+            if decided is not None:  # batching: decided locally, no coroutine for this request
+                return self._apply(request, decided)
             return self._access_redis(request, key)
         return self._apply(request, self._check_local(key))
 

@@ -371,3 +371,29 @@ def test_invalid_configuration(redis_url: str) -> None:
     for make in bad:
         with pytest.raises(ValueError):
             make()
+
+
+def test_check_nowait_decides_locally_between_syncs(redis_url: str, prefix: str) -> None:
+    clock = FakeClock()
+
+    async def scenario() -> None:
+        spec = LimitSpec.parse("1000/h", burst=5)
+        batched = make_limiter(redis_url, spec, prefix=prefix, sync_interval=1.0, clock=clock)
+        exact = make_limiter(redis_url, spec, prefix=prefix)
+        try:
+            assert batched.check_nowait("k") is None  # never synced: the caller must await check()
+            assert (await batched.check("k")).allowed
+            before = await evalsha_calls(exact.client)
+            local = [batched.check_nowait("k") for _ in range(6)]
+            assert all(d is not None for d in local)
+            assert [d.allowed for d in local if d is not None] == [True] * 4 + [False] * 2
+            assert await evalsha_calls(exact.client) == before, "decided without a round trip"
+            clock.now += 1.0
+            assert batched.check_nowait("k") is None  # a sync is due
+            unbatched = make_limiter(redis_url, spec, prefix=prefix)
+            assert unbatched.check_nowait("k") is None  # without batching there is no local state
+            await close(unbatched)
+        finally:
+            await close(batched, exact)
+
+    run(scenario())

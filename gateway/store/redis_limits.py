@@ -190,6 +190,25 @@ class RedisRateLimiter:
         self.counters.record(decision)
         return decision
 
+    def check_nowait(self, key: str, cost: int = 1) -> Decision | None:
+        """The decision without any I/O when the local batch state can give it, else None.
+
+        In batching mode a key synced less than `sync_interval` ago is decided from its local
+        allowance, exactly as check() would; callers avoid a coroutine per request that way and
+        only await check() when a sync is due (once per key and interval).
+        """
+        if self.sync_interval <= 0 or cost < 0:
+            return None
+        entry = self._local.get(key)
+        if entry is None or entry.inflight is not None or entry.verdict is None:
+            return None
+        now = self.clock()
+        if now - entry.synced_at >= self.sync_interval:
+            return None
+        decision = self._decide_locally(entry, cost, now)
+        self.counters.record(decision)
+        return decision
+
     async def flush(self) -> None:
         """Charge Redis for every locally admitted hit not yet reported (e.g. before shutdown)."""
         for key, entry in list(self._local.items()):
