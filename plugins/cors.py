@@ -31,8 +31,8 @@ import re
 from typing import Annotated
 
 import msgspec
-from gateway.plugins import Plugin, Request, Response, ResponseHead
 
+from gateway.plugins import Plugin, Request, Response, ResponseHead
 from gateway.units import describe_value, parse_duration
 
 __all__ = ["DEFAULT_METHODS", "PLUGIN", "Cors", "OriginMatcher", "normalize_origin"]

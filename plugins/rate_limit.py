@@ -35,9 +35,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
-from gateway.plugins import Plugin, Request, Response, ResponseHead
 from msgspec import Meta
 
+from gateway.plugins import Plugin, Request, Response, ResponseHead
 from gateway.ratelimit import (
     Decision,
     KeySource,

@@ -11,11 +11,11 @@ from typing import Any
 import bcrypt
 import msgspec
 import pytest
-from gateway.plugins import Response
 
 from gateway import __version__
 from gateway.admin import AdminApp
 from gateway.config import parse_config
+from gateway.plugins import Response
 from gateway.store.base import StateStore
 from gateway.store.redis_state import RedisStateStore
 from tests.store_backends import StoreBackend, store_backend_fixture  # noqa: F401

@@ -12,6 +12,7 @@ import itertools
 from typing import Any
 
 import pytest
+
 from gateway.plugins import PluginChain, PluginConfigError, Request, Response, ResponseHead, default_registry
 from gateway.plugins.cache import (
     BODY_SINK_KEY,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
+
 from gateway._fastpath.parser import ChunkedDecoder, Incomplete, ParseError, decode_chunked
 
 NEXT_MESSAGE = b"GET /next HTTP/1.1\r\n"

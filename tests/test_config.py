@@ -9,7 +9,6 @@ from typing import Annotated, Any
 
 import msgspec
 import pytest
-from gateway.plugins import Plugin, PluginConfigError, PluginRegistry, Request, Response, default_registry
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from msgspec import Meta
@@ -36,6 +35,7 @@ from gateway.config import (
     route_path_params,
     route_plugin_configs,
 )
+from gateway.plugins import Plugin, PluginConfigError, PluginRegistry, Request, Response, default_registry
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "gateway.toml"

@@ -9,12 +9,12 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
+
 from gateway._fastpath.balance import Balancer, Target
 from gateway._fastpath.checks import KeyAuthCheck, RateLimitCheck
 from gateway._fastpath.http import RouteAction
 from gateway._fastpath.limits import RateLimiter
 from gateway._fastpath.proxy import UpstreamPool
-
 from gateway.plugins import Consumer, Plugin, PluginChain, Request, Response
 from tests.support.engine import EngineThread, running_engine
 from tests.support.upstream import Upstream, echo, running_upstream

@@ -11,10 +11,10 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
+
 from gateway._fastpath.balance import Balancer, Target
 from gateway._fastpath.http import RouteAction
 from gateway._fastpath.proxy import UpstreamPool
-
 from gateway.plugins import Plugin, PluginChain, Request, Response, ResponseHead
 from tests.support.engine import EngineThread, running_engine
 from tests.support.upstream import Upstream, echo, running_upstream

@@ -18,9 +18,10 @@ import string
 from dataclasses import dataclass, replace
 
 import httptools
-from gateway._fastpath.parser import Incomplete, ParsedRequest, ParseError, parse_request
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from gateway._fastpath.parser import Incomplete, ParsedRequest, ParseError, parse_request
 
 
 @dataclass

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import msgspec
 import pytest
+
 from gateway.plugins import (
     ENTRY_POINT_GROUP,
     Consumer,

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import pytest
+
 from gateway.plugins import (
     Consumer,
     PluginChain,
@@ -21,7 +22,6 @@ from gateway.plugins import (
     ResponseHead,
 )
 from gateway.plugins.rate_limit import PLUGIN, RateLimitConfig, RateLimitPlugin
-
 from gateway.ratelimit import (
     KeySource,
     Rate,

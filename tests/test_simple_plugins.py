@@ -15,6 +15,9 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from gateway._fastpath.balance import Balancer, Target
 from gateway._fastpath.http import RouteAction
 from gateway._fastpath.proxy import UpstreamPool
@@ -35,9 +38,6 @@ from gateway.plugins import (
     request_transformer,
     response_transformer,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
 from tests.support.engine import EngineThread, running_engine
 from tests.support.upstream import Upstream, echo, running_upstream
 

@@ -8,6 +8,9 @@ from collections.abc import Awaitable, Callable
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from gateway.plugins import (
     Consumer,
     PluginChain,
@@ -18,9 +21,6 @@ from gateway.plugins import (
     default_registry,
 )
 from gateway.plugins.subscription import SubscriptionConfig, SubscriptionPlugin
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
 from gateway.store.base import (
     ACTIVE_STATES,
     InvalidTransitionError,

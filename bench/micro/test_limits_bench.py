@@ -20,6 +20,7 @@ import importlib
 from typing import Any
 
 import pytest
+
 from gateway.plugins import PluginChain, PluginRegistry, Request
 from gateway.plugins.rate_limit import RateLimitPlugin
 

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import uvloop
+
 from gateway._fastpath.http import Gateway, RouteAction
 from gateway._fastpath.router import Router
 from gateway._fastpath.timers import Ticker
