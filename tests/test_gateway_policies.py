@@ -95,7 +95,8 @@ def test_key_auth_and_rate_limit(gateway: tuple[GatewayProcess, str]) -> None:
         assert seen["x-consumer-id"] == "alice"
         assert seen["x-consumer-groups"] == "partners"
         assert "apikey" not in seen
-        statuses = [client.get(f"{gw.url}/api/echo", headers={"apikey": "alice-key"}).status_code for _ in range(4)]
+        alice = {"apikey": "alice-key"}
+        statuses = [client.get(f"{gw.url}/api/echo", headers=alice).status_code for _ in range(4)]
         assert statuses == [200, 200, 429, 429]
         limited = client.get(f"{gw.url}/api/echo", headers={"apikey": "alice-key"})
         assert limited.json()["error"]["code"] == "rate_limited"
@@ -134,7 +135,7 @@ def test_subscription_approval_flow(gateway: tuple[GatewayProcess, str]) -> None
     assert requested.status_code == 201, requested.text
     subscription = requested.json()
     assert subscription["state"] == "pending"
-    eventually(lambda: "pending" in httpx.get(f"{gw.url}/billing/echo", headers=alice).json()["error"]["message"])
+    eventually(lambda: "pending" in httpx.get(f"{gw.url}/billing/echo", headers=alice).json()["error"]["message"])  # noqa: E501
 
     approved = admin(base, "POST", f"/subscriptions/{subscription['id']}/approve", {})
     assert approved.status_code == 200, approved.text
