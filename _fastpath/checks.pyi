@@ -17,5 +17,5 @@ class RateLimitCheck(FastCheck):
     allowed: int
     limited: int
     def __init__(
-        self, limiters: Sequence[Any], by: str, enforce: bool = True, route_key: str = ""
+        self, limiters: Sequence[Any], by: str, enforce: bool = True, headers: bool = True
     ) -> None: ...

@@ -17,6 +17,7 @@ import argparse
 import os
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -79,6 +80,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help='request header for every request, "Name: value" (repeatable), e.g. an API key',
     )
     p.add_argument(
+        "--redis",
+        action="store_true",
+        help="start a redis-server (on the client CPU) and fill @REDIS_URL@ in the gateway config",
+    )
+    p.add_argument(
         "--nginx-template",
         default="proxy.conf.in",
         help="bench/nginx template of the reference (default proxy.conf.in = proxy_pass; "
@@ -139,6 +145,20 @@ class Server:
     config_text: str
 
 
+def wait_for_redis(port: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                if sock.recv(64).startswith(b"+PONG"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise SystemExit(f"redis-server did not answer on port {port}")
+
+
 def parse_headers(headers: Sequence[str]) -> dict[str, str]:
     """["Name: value", ...] -> {"Name": "value"}."""
     result: dict[str, str] = {}
@@ -178,6 +198,7 @@ def start_lambdagate(
         args.gateway_port,
         UPSTREAM_PORT=str(upstream_port),
         WORKDIR=str(workdir),
+        REDIS_URL=getattr(args, "redis_url", ""),
     )
     config = workdir / "lambdagate.toml"
     config.write_text(text)
@@ -268,7 +289,8 @@ def run_wrk(argv: list[str], duration_s: int) -> tuple[int, str]:
 def measure(
     args: argparse.Namespace, server: Server, upstream: Server, pair: int, attempt: int, duration_s: int
 ) -> Run:
-    guard = CpuGuard(roots={"sut": server.process.pid, "upstream": upstream.process.pid})
+    roots = {"sut": server.process.pid, "upstream": upstream.process.pid, **getattr(args, "extra_roots", {})}
+    guard = CpuGuard(roots=roots)
     guard.wait_until_idle(args.idle_wait)
     argv = wrk_argv(server.port, args.path, duration_s, args.connections, args.header)
     opens_before = tcp_active_opens()
@@ -393,6 +415,17 @@ def benchmark(args: argparse.Namespace, workdir: Path, procs: ProcessSet) -> int
     targets = [args.only] if args.only else list(TARGET_ORDER)
     upstream = start_nginx(procs, workdir, "upstream", "upstream.conf.in", CLIENT_CPU)
     wait_for_http(upstream.process, upstream.port, args.path, args.startup_timeout)
+    if args.redis:
+        redis_port = free_port()
+        redis = procs.start(
+            "redis",
+            ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(workdir)],
+            cpus=CLIENT_CPU,
+        )  # fmt: skip
+        wait_for_redis(redis_port, args.startup_timeout)
+        args.redis_url = f"redis://127.0.0.1:{redis_port}/0"
+        args.extra_roots = {"redis": redis.popen.pid}
     servers: dict[str, Server] = {}
     for name in targets:
         if name == "nginx":
