@@ -48,6 +48,7 @@ from gateway.ratelimit import (
     rate_limit_headers,
     retry_after_seconds,
 )
+from gateway.units import parse_duration
 
 if TYPE_CHECKING:
     from gateway.store.redis_limits import RedisRateLimiter
@@ -107,11 +108,11 @@ class RateLimitConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, 
         Meta(description='When Redis fails: "allow" requests unlimited, or "deny" them (503).'),
     ] = "allow"
     sync_interval: Annotated[
-        float,
+        str | float,
         Meta(
-            ge=0,
-            description="Redis mode: ask Redis at most once per this many seconds per key, deciding "
-            "locally in between (fewer round trips, bounded over-admission); 0 = every request.",
+            description='Redis mode: ask Redis at most once per this interval per key ("100ms", or '
+            "seconds as a number), deciding locally in between (fewer round trips, bounded "
+            'over-admission); "0s" = every request.',
         ),
     ] = 0.0
     max_keys: Annotated[
@@ -120,12 +121,19 @@ class RateLimitConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, 
 
     def __post_init__(self) -> None:
         parse_key_source(self.by)
+        if self.sync_seconds() < 0:
+            raise ValueError("sync_interval must not be negative")
         if self.rate is not None:
             parse_rate(self.rate)
         elif self.burst is not None:
             raise ValueError("burst needs a rate")
         if self.rate is None and not self.limits and self.concurrency is None:
             raise ValueError("set rate, limits or concurrency")
+
+    def sync_seconds(self) -> float:
+        if isinstance(self.sync_interval, str):
+            return parse_duration(self.sync_interval)
+        return float(self.sync_interval)
 
     def limit_specs(self) -> list[LimitSpec]:
         specs = [] if self.rate is None else [LimitSpec.parse(self.rate, self.burst)]
@@ -296,7 +304,7 @@ class RateLimitPlugin(Plugin):
                 self.specs,
                 enforce=self.config.enforce,
                 on_store_error=self.config.on_store_error,
-                sync_interval=self.config.sync_interval,
+                sync_interval=self.config.sync_seconds(),
                 max_local_keys=self.config.max_keys,
                 clock=self.clock,
             )
