@@ -19,3 +19,22 @@ class RateLimitCheck(FastCheck):
     def __init__(
         self, limiters: Sequence[Any], by: str, enforce: bool = True, headers: bool = True
     ) -> None: ...
+
+class CacheCheck(FastCheck):
+    store: Any  # gateway._fastpath.cache.ResponseCache
+    lock_timeout: float
+    hits: int
+    misses: int
+    bypasses: int
+    coalesced: int
+    def __init__(
+        self,
+        store: Any,
+        *,
+        get: bool = True,
+        head: bool = True,
+        bypass_header: str | None = None,
+        request_rule: Callable[[str, list[tuple[str, str]]], Any],
+        new_miss: Callable[[bytes, int, list[tuple[bytes, bytes]], float, bool], Any],
+        lock_timeout: float = 5.0,
+    ) -> None: ...

@@ -5,6 +5,7 @@ from libc.stdint cimport int64_t
 from .buffer cimport ByteBuffer
 from .parser cimport ChunkedDecoder, RequestParser
 from .balance cimport Target
+from .cache cimport Entry
 from .proxy cimport ProxyClient, UpstreamPool
 from .router cimport Router
 from .timers cimport Ticker
@@ -106,6 +107,7 @@ cdef class HttpConnection(ProxyClient):
     cdef bint handler_ready       # plugins passed; the handler runs once the body is complete
     cdef bint linger              # close with a lingering read (after an error answer)
     cdef bint consuming           # inside consume(): nested completions must not re-enter it
+    cdef object match_params      # the matched route's path parameters (routes with fast checks)
 
     cdef Py_ssize_t consume(self, const char* p, Py_ssize_t n, object whole) except -1
     cdef Py_ssize_t consume_loop(self, const char* p, Py_ssize_t n, object whole) except -1
@@ -123,7 +125,10 @@ cdef class HttpConnection(ProxyClient):
     cdef void respond_error(self, int status, str code, str message, bint close, bytes extra_headers=*)
     cdef void finish_response(self)
     cdef void log_request(self)
+    cdef void end_cache_exchange(self)
     cdef void start_plugins(self, const char* base, RouteAction action, object params, str method, str path)
+    cdef void build_view(self, const char* base, RouteAction action, object params, str method, str path)
+    cdef void run_access_chain(self)
     cdef void plugins_finished(self, object response)
     cdef void plugin_failed(self, str phase)
     cdef void call_handler(self)
@@ -131,6 +136,10 @@ cdef class HttpConnection(ProxyClient):
     cdef object hash_key_from_view(self, UpstreamPool pool)
     cdef void build_head_from_view(self, RouteAction action, Target target)
     cdef void respond_response(self, object response)
+    cdef void respond_cached(self, Entry entry, double now)
+    cdef void suspend_request(self, const char* base)
+    cdef bint resume_request(self)
+    cdef bint is_open(self)
     cdef void run_log_phase(self)
     cdef void close(self)
     cdef void start_linger(self)
@@ -145,5 +154,9 @@ cdef enum:
 cdef class FastCheck:
     # A compiled per-route check run before any Python plugin (key lookup, token bucket, cache
     # hit). It reads the request from the worker's parser (valid during the call only) and may
-    # answer the client through the connection's respond_* methods.
+    # answer the client through the connection's respond_* methods. A check may also take charge
+    # of the request without answering yet: suspend_request() keeps what the request needs (the
+    # parser is shared), the check returns CHECK_ANSWERED, and later either answers it
+    # (respond_*) or lets it go on with resume_request() (the Python chain, then the upstream;
+    # checks after it in the route's list are skipped, so only the last check may suspend).
     cdef int check(self, HttpConnection conn, const char* base) except -1

@@ -18,6 +18,10 @@ from gateway.plugins import Request as PluginRequest
 from gateway.plugins import Response as PluginResponse
 from gateway.plugins import ResponseHead as PluginResponseHead
 
+# request.ctx key where a Python-phase cache plugin leaves the Fill the relayed body goes into
+# (gateway.plugins.cache.BODY_SINK_KEY; not imported: the plugin imports this engine).
+BODY_SINK_KEY = "body_sink"
+
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.unicode cimport PyUnicode_DecodeLatin1
 from libc.stdint cimport int64_t
@@ -79,6 +83,7 @@ from .proxy cimport (
     UpstreamPool,
 )
 from .balance cimport Target
+from .cache cimport Entry, Fill
 from .router cimport Router
 from .timers cimport Ticker, monotonic
 
@@ -98,6 +103,10 @@ cdef double LINGER_TOTAL = 10.0
 
 # Input held back while a response is in progress; beyond it we stop reading the socket.
 cdef Py_ssize_t BUFFER_HIGH_WATER = 256 * 1024
+
+# Cached bodies up to this size are copied behind the head into one write; larger ones are
+# handed to the transport as they are (no copy).
+cdef Py_ssize_t CACHED_COPY_MAX = 16 * 1024
 
 cdef ByteBuffer _out  # response builder shared by the worker's connections (single-threaded)
 
@@ -369,6 +378,7 @@ cdef class HttpConnection(ProxyClient):
         self.handler_ready = False
         self.wants_response_head = False
         self.response_extra = None
+        self.match_params = None
 
     def __dealloc__(self):
         bb_free(&self.inbuf)
@@ -579,6 +589,7 @@ cdef class HttpConnection(ProxyClient):
                                f"the request body is larger than the limit of {gw.max_body} bytes", True)
             return head_len
         if action.fast_checks is not None:
+            self.match_params = match[1]
             for check in action.fast_checks:
                 if (<FastCheck>check).check(self, base) == CHECK_ANSWERED:
                     return head_len
@@ -917,6 +928,11 @@ cdef class HttpConnection(ProxyClient):
 
     cdef void start_plugins(self, const char* base, RouteAction action, object params, str method, str path):
         """Build the plugins' view of the request and run access + rewrite (sync or async)."""
+        self.build_view(base, action, params, method, path)
+        self.run_access_chain()
+
+    cdef void build_view(self, const char* base, RouteAction action, object params, str method, str path):
+        """The plugins' view of the request (a copy: the parser is shared by the worker)."""
         cdef RequestParser rp = self.gw.parser
         cdef Header* h
         cdef int i
@@ -951,6 +967,9 @@ cdef class HttpConnection(ProxyClient):
         )
         if self.consumer is not None:
             self.view.consumer = self.consumer
+
+    cdef void run_access_chain(self):
+        cdef RouteAction action = self.action
         if action.chain is None:
             self.plugins_finished(None)
             return
@@ -1154,6 +1173,10 @@ cdef class HttpConnection(ProxyClient):
             self.plugin_failed("response")
             return None
         self.response_view = head
+        sink = self.view.ctx.get(BODY_SINK_KEY)
+        if sink is not None and isinstance(sink, Fill) and (<Fill>sink).active and self.cache_miss is None:
+            # A Python-phase cache plugin stores this response: the relay tees the body into it.
+            self.cache_fill = <Fill>sink
         return head
 
     cdef void respond_response(self, object response):
@@ -1214,6 +1237,65 @@ cdef class HttpConnection(ProxyClient):
         else:
             self.busy = False  # the body still arrives; body_done() then continues the connection
             self.log_request()
+
+    cdef void respond_cached(self, Entry entry, double now):
+        """Answer with a stored response (a cache hit): its prebuilt head, Age, Date, our fields."""
+        cdef bytes body = entry.body
+        cdef Py_ssize_t body_len = PyBytes_GET_SIZE(body)
+        cdef bint copy_body
+        if self.state == C_CLOSED or self.state == C_LINGER:
+            return
+        if not self.request_complete and not self.discard_body:
+            # A GET with a body: drop it (nobody is going to read it).
+            self.discard_body = True
+            bb_clear(&self.pending)
+        copy_body = not self.request_is_head and body_len <= CACHED_COPY_MAX
+        bb_clear(&_out)
+        bb_append_str(&_out, entry.head)
+        bb_append(&_out, "Age: ", 5)
+        bb_append_uint(&_out, <unsigned long long>entry.age(now))
+        bb_append(&_out, "\r\n", 2)
+        bb_append_str(&_out, _date_line)
+        if self.response_extra is not None:
+            bb_append_str(&_out, self.response_extra)
+        if not self.keep_alive:
+            bb_append(&_out, "Connection: close\r\n", 19)
+        elif self.client_http10:
+            bb_append(&_out, "Connection: keep-alive\r\n", 24)
+        bb_append(&_out, "\r\n", 2)
+        if copy_body:
+            bb_append_str(&_out, body)
+        self.response_status = entry.status
+        self.response_bytes = bb_len(&_out)
+        self.transport.write(bb_take(&_out))
+        if not self.request_is_head and not copy_body:
+            self.response_bytes += body_len
+            self.transport.write(body)
+        if not self.discard_body:
+            self.finish_response()
+        else:
+            self.busy = False  # the body still arrives; body_done() then continues the connection
+            self.log_request()
+
+    cdef void suspend_request(self, const char* base):
+        """Keep this request (as the plugins' view) while a fast check makes it wait."""
+        cdef RequestParser rp = self.gw.parser
+        method = _method_str(base + rp.method.off, rp.method.len)
+        path = PyUnicode_DecodeLatin1(base + rp.path.off, rp.path.len, NULL) if rp.path.len else "/"
+        self.build_view(base, self.action, self.match_params, method, path)
+
+    cdef bint resume_request(self):
+        """Go on with a suspended request: the route's Python chain, then its handler or upstream.
+
+        False when the client is gone (nothing to do).
+        """
+        if not self.is_open() or self.view is None:
+            return False
+        self.run_access_chain()
+        return True
+
+    cdef bint is_open(self):
+        return self.state == C_HEAD or self.state == C_BODY
 
     cdef void run_log_phase(self):
         cdef RouteAction action = self.action
@@ -1330,6 +1412,8 @@ cdef class HttpConnection(ProxyClient):
         cdef Gateway gw = self.gw
         if self.view is not None:
             self.run_log_phase()
+        if self.cache_fill is not None or self.cache_miss is not None:
+            self.end_cache_exchange()
         if not gw.log_enabled:
             return
         clock_gettime(CLOCK_REALTIME, &ts)
@@ -1349,6 +1433,21 @@ cdef class HttpConnection(ProxyClient):
         ))
         self.log_method = None
         self.log_target = None
+
+    cdef void end_cache_exchange(self):
+        """The request is over: a Fill still open was not completed (abort: nothing is stored, the
+        coalesced waiters go upstream), and a miss still leading a fetch lets go of it."""
+        cdef Fill fill = self.cache_fill
+        miss = self.cache_miss
+        self.cache_fill = None
+        self.cache_miss = None
+        try:
+            if fill is not None:
+                fill.abort()
+            if miss is not None:
+                miss.release()
+        except Exception:
+            _log.exception("cache: releasing coalesced requests failed")
 
     cdef void close(self):
         if self.transport is not None and self.state != C_CLOSED:

@@ -5,6 +5,7 @@ from libc.stdint cimport int64_t
 
 from .balance cimport Balancer, Target
 from .buffer cimport ByteBuffer
+from .cache cimport Fill
 from .parser cimport ChunkedDecoder, ResponseParser
 from .timers cimport Ticker, Watched
 
@@ -44,6 +45,14 @@ cdef class ProxyClient(Watched):
     cdef int64_t response_bytes   # bytes written to the client for this response
     cdef bint wants_response_head # plugins see (and may change) the response head first
     cdef bytes response_extra     # header lines fast checks add to the response (RateLimit-*), or None
+    # Response cache (None unless this request may store its response; routes without a cache
+    # pay one pointer check per response head):
+    # cache_miss: a compiled cache miss (plugins/cache.py EngineMiss): `.begin(status, reason,
+    #   fields)` decides storability when the head arrives and returns a Fill or None;
+    #   `.release()` gives up leadership of a coalesced fetch when no Fill took it over.
+    # cache_fill: the store entry the relayed body is teed into (committed when the body ends).
+    cdef object cache_miss
+    cdef Fill cache_fill
 
     # The response phase: gets (status, [(name, value) bytes]) and returns an object with
     # `.status` and `.headers.items()` (str pairs), or None when the client has been answered
@@ -107,7 +116,10 @@ cdef class UpstreamConnection(Watched):
     cdef void resume_reading(self)
     cdef void abort(self)
     cdef void finish_if_done(self)
-    cdef void write_head(self, const char* base)
+    cdef void commit_fill(self, ProxyClient client)
+    cdef void write_head(self, const char* base, bint with_cache)
+    cdef bytes begin_cache_fill(self, ProxyClient client, int status, bytes reason, list fields)
+    cdef void tee(self, ProxyClient client, const char* p, Py_ssize_t n, object whole)
     cdef bint write_head_filtered(self, const char* base) except -1
     cdef void relay_body(self, const char* p, Py_ssize_t n, object whole, bint head_pending)
     cdef void flush_out(self)

@@ -8,11 +8,14 @@ end: a client that cannot take bytes pauses the upstream read side, and the othe
 """
 
 import asyncio
+import logging
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.stdint cimport int64_t
+from posix.time cimport CLOCK_REALTIME, clock_gettime, timespec
 
 from .balance cimport Balancer, Target
+from .cache cimport Fill
 from .buffer cimport (
     ByteBuffer,
     bb_append,
@@ -47,6 +50,8 @@ from .parser cimport (
 )
 from .timers cimport Ticker, Watched, monotonic
 
+_log = logging.getLogger("lambdagate.proxy")
+
 
 cdef enum:
     HASH_NONE = 0
@@ -65,6 +70,31 @@ cdef enum:
 # Head builder shared by every connection of the worker (the event loop is single-threaded and
 # a head is built and handed to a transport without yielding).
 cdef ByteBuffer _out
+
+cdef bytes _X_CACHE_MISS = b"X-Cache: MISS\r\n"
+cdef bytes _X_CACHE_BYPASS = b"X-Cache: BYPASS\r\n"
+
+
+cdef double _unix_now() noexcept:
+    # The cache's clock: Unix time, so entries shared through Redis age the same on every node.
+    cdef timespec ts
+    clock_gettime(CLOCK_REALTIME, &ts)
+    return ts.tv_sec + ts.tv_nsec * 1e-9
+
+
+cdef bint _is_x_cache(const char* name, Py_ssize_t n) noexcept:
+    cdef const char* want = b"x-cache"
+    cdef Py_ssize_t i
+    cdef char c
+    if n != 7:
+        return False
+    for i in range(7):
+        c = name[i]
+        if c >= b'A' and c <= b'Z':
+            c = c + 32
+        if c != want[i]:
+            return False
+    return True
 
 
 cdef class ProxyClient(Watched):
@@ -316,7 +346,7 @@ cdef class UpstreamConnection(Watched):
             if not self.write_head_filtered(p + off):
                 return  # a response-phase plugin failed; the client has its 500 already
         else:
-            self.write_head(p + off)
+            self.write_head(p + off, True)
         off += r
         self.state = UP_BODY
         if self.body_kind == BODY_NONE:
@@ -335,8 +365,12 @@ cdef class UpstreamConnection(Watched):
 
     # -- response relay ---------------------------------------------------------------------
 
-    cdef void write_head(self, const char* base):
-        """Append the client-facing response head for the parsed upstream head to _out."""
+    cdef void write_head(self, const char* base, bint with_cache):
+        """Append the client-facing response head for the parsed upstream head to _out.
+
+        with_cache: a compiled cache miss (client.cache_miss) decides here whether the response
+        is stored; the stored fields are the relayed ones without X-Request-Id and X-Cache.
+        """
         cdef ResponseParser rp = self.parser
         cdef ProxyClient client = self.client
         cdef int i
@@ -344,6 +378,9 @@ cdef class UpstreamConnection(Watched):
         cdef Header* h
         cdef bint have_request_id = False
         cdef int body_kind = rp.body_kind
+        cdef list cache_fields = None
+        if with_cache and client.cache_miss is not None:
+            cache_fields = []
 
         self.reusable = self.reusable and rp.keep_alive
         self.dechunk = False
@@ -387,6 +424,12 @@ cdef class UpstreamConnection(Watched):
                 have_request_id = True
             if rp.connection_tokens and hid == 0 and _listed_in_connection(rp, base, h):
                 continue
+            if cache_fields is not None and hid != H_TRANSFER_ENCODING:
+                if _is_x_cache(base + h.name.off, h.name.len):
+                    continue  # the upstream's own cache verdict is not ours
+                if hid != H_X_REQUEST_ID:
+                    cache_fields.append((PyBytes_FromStringAndSize(base + h.name.off, h.name.len),
+                                         PyBytes_FromStringAndSize(base + h.value.off, h.value.len)))
             bb_append(&_out, base + h.name.off, h.name.len)
             bb_append(&_out, ": ", 2)
             bb_append(&_out, base + h.value.off, h.value.len)
@@ -397,6 +440,10 @@ cdef class UpstreamConnection(Watched):
             bb_append(&_out, "X-Request-Id: ", 14)
             bb_append(&_out, PyBytes_AS_STRING(client.request_id), PyBytes_GET_SIZE(client.request_id))
             bb_append(&_out, "\r\n", 2)
+        if cache_fields is not None:
+            bb_append_str(&_out, self.begin_cache_fill(
+                client, rp.status, PyBytes_FromStringAndSize(base + rp.reason.off, rp.reason.len),
+                cache_fields))
         if client.response_extra is not None:
             bb_append_str(&_out, client.response_extra)
         if not client.keep_alive:
@@ -416,7 +463,7 @@ cdef class UpstreamConnection(Watched):
         cdef bytes chunked_te = None
         # Framing decisions first, exactly as write_head makes them.
         bb_clear(&_out)
-        self.write_head(base)
+        self.write_head(base, False)
         bb_clear(&_out)
         for i in range(rp.nheaders):
             h = &rp.headers[i]
@@ -443,12 +490,22 @@ cdef class UpstreamConnection(Watched):
             bb_append(&_out, base + rp.reason.off, rp.reason.len)
         bb_append(&_out, "\r\n", 2)
         have_request_id = False
+        cache_fields = [] if client.cache_miss is not None else None
         for name, value in head.headers.items():
-            if name.lower() in ("transfer-encoding", "connection"):
+            lower = name.lower()
+            if lower in ("transfer-encoding", "connection"):
                 continue
-            if name.lower() == "x-request-id":
+            if lower == "x-request-id":
                 have_request_id = True
+            elif cache_fields is not None:
+                if lower == "x-cache":
+                    continue
+                cache_fields.append((name.encode("latin-1"), value.encode("latin-1")))
             bb_append_str(&_out, f"{name}: {value}\r\n".encode("latin-1"))
+        if cache_fields is not None:
+            reason = (PyBytes_FromStringAndSize(base + rp.reason.off, rp.reason.len)
+                      if head.status == rp.status else b"")
+            bb_append_str(&_out, self.begin_cache_fill(client, head.status, reason, cache_fields))
         if chunked_te is not None:
             bb_append(&_out, "Transfer-Encoding: ", 19)
             bb_append_str(&_out, chunked_te)
@@ -468,6 +525,30 @@ cdef class UpstreamConnection(Watched):
         bb_append(&_out, "\r\n", 2)
         return True
 
+    cdef bytes begin_cache_fill(self, ProxyClient client, int status, bytes reason, list fields):
+        """A compiled cache miss meets its response head: store it or not; the X-Cache line."""
+        miss = client.cache_miss
+        fill = None
+        try:
+            fill = miss.begin(status, reason, fields)
+        except Exception:
+            _log.exception("cache: deciding whether to store a response failed")
+            try:
+                miss.release()
+            except Exception:
+                pass
+        if fill is None:
+            return _X_CACHE_BYPASS
+        client.cache_fill = <Fill?>fill
+        return _X_CACHE_MISS
+
+    cdef void tee(self, ProxyClient client, const char* p, Py_ssize_t n, object whole):
+        """Copy relayed payload bytes into the cache fill (dropped once it grows too large)."""
+        if n <= 0:
+            return
+        if not client.cache_fill.append(whole if whole is not None else PyBytes_FromStringAndSize(p, n)):
+            client.cache_fill = None  # over max_entry_size: the Fill aborted itself
+
     cdef void relay_body(self, const char* p, Py_ssize_t n, object whole, bint head_pending):
         """Relay body bytes p[0:n]; `whole` is the bytes object when p spans all of it."""
         cdef int64_t take
@@ -483,6 +564,8 @@ cdef class UpstreamConnection(Watched):
             self.remaining -= take
             if self.remaining == 0:
                 self.response_done = True
+            if self.client.cache_fill is not None:
+                self.tee(self.client, p, take, whole if take == n else None)
             if whole is not None and take == n and not head_pending and bb_len(&_out) == 0:
                 self.client.response_bytes += n
                 self.client.transport.write(whole)
@@ -497,8 +580,11 @@ cdef class UpstreamConnection(Watched):
                     self.flush_out()
                     self.fail(UPSTREAM_BAD_RESPONSE, dec.error_message)
                     return
-                if rc == CHUNK_DATA and self.dechunk:
-                    bb_append(&_out, p + off + dec.data_off, dec.data_len)
+                if rc == CHUNK_DATA:
+                    if self.dechunk:
+                        bb_append(&_out, p + off + dec.data_off, dec.data_len)
+                    if self.client.cache_fill is not None:
+                        self.tee(self.client, p + off + dec.data_off, dec.data_len, None)
                 off += consumed
                 if rc == CHUNK_DONE:
                     self.response_done = True
@@ -514,6 +600,8 @@ cdef class UpstreamConnection(Watched):
                 else:
                     bb_append(&_out, p + raw_start, off - raw_start)
         else:  # BODY_UNTIL_CLOSE
+            if self.client.cache_fill is not None:
+                self.tee(self.client, p, n, whole)
             if self.rechunk:
                 bb_append_hex(&_out, <unsigned long long>n)
                 bb_append(&_out, "\r\n", 2)
@@ -544,7 +632,19 @@ cdef class UpstreamConnection(Watched):
         self.client = None
         client.upstream = None
         self.end_exchange(self.reusable and client.request_complete)
+        if client.cache_fill is not None:
+            self.commit_fill(client)
         client.on_response_complete()
+
+    cdef void commit_fill(self, ProxyClient client):
+        """The whole body was relayed: store it (coalesced waiters are woken by the store)."""
+        cdef Fill fill = client.cache_fill
+        client.cache_fill = None
+        try:
+            fill.commit(_unix_now())
+        except Exception:
+            _log.exception("cache: storing a response failed")
+            fill.abort()
 
     # -- exchange lifecycle -----------------------------------------------------------------
 

@@ -8,7 +8,16 @@ TTL, byte budget `memory`). What may be stored and for how long follows gateway.
 Responses carry `X-Cache: HIT` (served from the store, with `Age`), `MISS` (looked up, not found,
 the response is being stored) or `BYPASS` (the request or the response is not cacheable).
 
-Python phases (the reference behaviour; the engine may answer hits in C before any of this):
+Compiled path: when every access plugin before it on the route compiles too (and redis = false),
+`fast_check()` hands the engine a CacheCheck (gateway._fastpath.checks) reading this same store:
+a fresh hit is written from C without entering Python, and a miss goes upstream carrying an
+EngineMiss, which decides storability when the response head arrives (one Python call per
+miss); the engine tees the relayed, de-chunked body into the Fill and commits it at the end.
+Concurrent misses wait for the first one's fetch in the engine (no Python task). A hit is
+answered before the route's Python plugins: their response and log phases do not see it, and it
+carries the head the first client saw (stored after those phases ran on the miss).
+
+Python phases (the reference behaviour, used when the route's plugins keep the check from compiling):
 - access: a fresh entry answers the request (HIT). Otherwise, with redis = true, the shared
   tier is asked. Concurrent misses for one resource are coalesced: the first goes upstream, the
   others wait (at most `lock_timeout`) and are answered from what it stores, or go upstream
@@ -36,12 +45,12 @@ from http import HTTPStatus
 from typing import Annotated, Any
 
 import msgspec
-from gateway.plugins import Plugin, Request, Response, ResponseHead
 
 from gateway.cache_policy import DEFAULT_STATUSES, RequestRule, decide_response, request_rule
+from gateway.plugins import Plugin, Request, Response, ResponseHead
 from gateway.units import parse_duration, parse_size
 
-__all__ = ["BODY_SINK_KEY", "PLUGIN", "CacheConfig", "ResponseCachePlugin"]
+__all__ = ["BODY_SINK_KEY", "PLUGIN", "CacheConfig", "EngineMiss", "ResponseCachePlugin"]
 
 # Imported by name: mypy cannot follow the editable install's folder mapping to _fastpath/.
 _cache: Any = importlib.import_module("gateway._fastpath.cache")
@@ -203,6 +212,35 @@ class ResponseCachePlugin(Plugin):
     def _vary_for(self, names: tuple[str, ...]) -> tuple[bytes, ...]:
         listed = {name.encode("latin-1") for name in names}
         return tuple(sorted(listed.union(self.extra_vary)))
+
+    # --- compiled fast path (gateway.route_plugins asks for it) ---------------------------------
+
+    def fast_check(self) -> Any:
+        """The compiled equivalent of the access phase, sharing this plugin's store.
+
+        None with the Redis tier: a local miss then has to ask Redis, which the Python path does.
+        """
+        if self.tier is not None:
+            return None
+        from gateway._fastpath.checks import CacheCheck
+
+        return CacheCheck(
+            self.store,
+            get="GET" in self.methods,
+            head="HEAD" in self.methods,
+            bypass_header=self.config.bypass_header,
+            request_rule=self._engine_rule,
+            new_miss=self._engine_miss,
+            lock_timeout=self.lock_timeout,
+        )
+
+    def _engine_rule(self, method: str, headers: list[tuple[str, str]]) -> RequestRule:
+        return request_rule(method, headers, self.methods)
+
+    def _engine_miss(
+        self, primary: bytes, key: int, fields: list[tuple[bytes, bytes]], request_time: float, leader: bool
+    ) -> EngineMiss:
+        return EngineMiss(self, primary, key, fields, request_time, leader)
 
     # --- access ------------------------------------------------------------------------------
 
@@ -401,6 +439,66 @@ class ResponseCachePlugin(Plugin):
             await asyncio.gather(*self._writes, return_exceptions=True)
         if self.tier is not None:
             await self.tier.close()
+
+
+class EngineMiss:
+    """A miss on the compiled path: what the engine asks when the upstream response head arrives."""
+
+    __slots__ = ("fields", "key", "leader", "plugin", "primary", "request_time")
+
+    def __init__(
+        self,
+        plugin: ResponseCachePlugin,
+        primary: bytes,
+        key: int,
+        fields: list[tuple[bytes, bytes]],
+        request_time: float,
+        leader: bool,
+    ) -> None:
+        self.plugin = plugin
+        self.primary = primary
+        self.key = key
+        self.fields = fields  # the request's header fields as received
+        self.request_time = request_time
+        self.leader = leader  # first of the coalesced misses: others wait for this fetch
+
+    def begin(self, status: int, reason: bytes, response_fields: list[tuple[bytes, bytes]]) -> Any:
+        """A Fill for a storable GET response (the engine tees the body into it), else None."""
+        plugin = self.plugin
+        now = plugin.clock()
+        decision = decide_response(
+            "GET",
+            [(name.decode("latin-1"), value.decode("latin-1")) for name, value in self.fields],
+            status,
+            [(name.decode("latin-1"), value.decode("latin-1")) for name, value in response_fields],
+            default_ttl=plugin.default_ttl,
+            statuses=plugin.statuses,
+            methods=plugin.methods,
+            request_time=self.request_time,
+            response_time=now,
+        )
+        if not decision.storable:
+            self.release()
+            return None
+        vary_names = plugin._vary_for(decision.vary)
+        vary = _cache.vary_material([self._header(name) for name in vary_names]) if vary_names else b""
+        _, host, path, _ = self.primary.split(b"\0", 3)
+        head = _cache.stored_head(status, reason or _reason(status), response_fields)
+        fill = plugin.store.begin(
+            self.primary, host, path, vary_names, vary, head, status, decision.ttl, decision.initial_age, now
+        )
+        self.leader = False  # the Fill wakes the waiters when it commits or aborts
+        return fill
+
+    def release(self) -> None:
+        """No Fill took over: the coalesced waiters go upstream themselves."""
+        if self.leader:
+            self.leader = False
+            self.plugin.store.release(self.key, None)
+
+    def _header(self, name: bytes) -> bytes | None:
+        values = [value for field, value in self.fields if field.lower() == name]
+        return b", ".join(values) if values else None
 
 
 def key_material(key: str) -> bytes:
