@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import signal
 import socket
+from pathlib import Path
 
 import msgspec
 import uvloop
@@ -17,6 +18,7 @@ import uvloop
 from gateway._fastpath.http import Gateway, RouteAction
 from gateway._fastpath.router import Router
 from gateway.app import Runtime, build_runtime
+from gateway.cache_purge import CachePurger
 from gateway.config import Config
 from gateway.logs import log
 from gateway.plugins import Request, Response
@@ -48,8 +50,12 @@ async def _serve(
     backlog = listen_backlog()
     servers = [await loop.create_server(gateway.new_connection, sock=sockets[0], backlog=backlog)]
     admin_gateway = None
+    purger: CachePurger | None = None
     if config.admin is not None and sync is not None and len(sockets) > 1:
-        admin_gateway = build_admin_gateway(loop, config, runtime, sync)
+        purger = cache_purger(config, runtime)
+        if purger is not None:
+            purger.start(loop)
+        admin_gateway = build_admin_gateway(loop, config, runtime, sync, purger)
         servers.append(
             await loop.create_server(admin_gateway.new_connection, sock=sockets[1], backlog=backlog)
         )
@@ -86,14 +92,27 @@ async def _serve(
         with contextlib.suppress(Exception):
             await server.wait_closed()
     runtime.close()
+    if purger is not None:
+        await purger.close()
     if sync is not None:
         await sync.close()
     log("info", "worker stopped", worker=worker_id, signal=signal.Signals(signum).name)
     return 0
 
 
+def cache_purger(config: Config, runtime: Runtime) -> CachePurger | None:
+    """The admin purge of this worker's cache stores; with several workers, relayed to the others
+    through a journal next to the SQLite state file (see gateway.cache_purge)."""
+    journal = Path(config.store.path + ".purges") if config.server.workers != 1 else None
+    return CachePurger.for_plugins(runtime.plugins, journal)
+
+
 def build_admin_gateway(
-    loop: asyncio.AbstractEventLoop, config: Config, runtime: Runtime, sync: StateSync
+    loop: asyncio.AbstractEventLoop,
+    config: Config,
+    runtime: Runtime,
+    sync: StateSync,
+    purger: CachePurger | None = None,
 ) -> Gateway:
     """The admin API on its own listener, served by the same engine as a Python handler route."""
     from gateway.admin import AdminApp
@@ -103,7 +122,7 @@ def build_admin_gateway(
         store=sync.store,
         token=config.admin.token,
         config_view=lambda: msgspec.to_builtins(config),
-        purge_cache=None,
+        purge_cache=purger,
         rate_limit_state=None,
     )
 

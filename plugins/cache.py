@@ -415,23 +415,28 @@ class ResponseCachePlugin(Plugin):
         """Admin purge: by key ("host/path?query", optionally "METHOD " first, or the 16-hex-digit
         primary key) or by path prefix. Returns the number of local entries dropped (plus the
         resources dropped from Redis)."""
-        dropped: int = 0
+        dropped = self.purge_local(key, prefix)
+        if self.tier is None:
+            return dropped
         if prefix is not None:
-            dropped += self.store.purge_prefix(prefix.encode("latin-1"))
-            if self.tier is not None:
-                dropped += await self.tier.purge_prefix(prefix.encode("latin-1"))
+            dropped += await self.tier.purge_prefix(prefix.encode("latin-1"))
+        elif key is not None and _is_hex_key(key):
+            dropped += await self.tier.purge_key(int(key, 16))
+        elif key is not None:
+            dropped += await self.tier.purge(key_material(key))
+        return dropped
+
+    def purge_local(self, key: str | None = None, prefix: str | None = None) -> int:
+        """purge() on this worker's store only (other workers relay an admin purge this way)."""
+        if prefix is not None:
+            dropped: int = self.store.purge_prefix(prefix.encode("latin-1"))
             return dropped
         if key is None:
             return 0
-        if len(key) == 16 and all(c in "0123456789abcdef" for c in key.lower()):
-            dropped += self.store.purge_key(int(key, 16))
-            if self.tier is not None:
-                dropped += await self.tier.purge_key(int(key, 16))
+        if _is_hex_key(key):
+            dropped = self.store.purge_key(int(key, 16))
             return dropped
-        primary = key_material(key)
-        dropped += self.store.purge(primary)
-        if self.tier is not None:
-            dropped += await self.tier.purge(primary)
+        dropped = self.store.purge(key_material(key))
         return dropped
 
     async def close(self) -> None:
@@ -518,6 +523,10 @@ def key_material(key: str) -> bytes:
         query.encode("latin-1"),
     )
     return material
+
+
+def _is_hex_key(key: str) -> bool:
+    return len(key) == 16 and all(c in "0123456789abcdef" for c in key.lower())
 
 
 def _reason(status: int) -> bytes:
