@@ -176,7 +176,8 @@ def test_python_path_when_the_check_cannot_compile(client: httpx.Client, upstrea
 def _worker_of(response: httpx.Response) -> str:
     """The worker that fetched this body: its X-Request-Id prefix, as echoed by the upstream."""
     headers = {name.lower(): value for name, value in echo(response.content)["headers"]}
-    return headers["x-request-id"][:20]
+    request_id: str = headers["x-request-id"]
+    return request_id[:20]
 
 
 def test_admin_purge_reaches_every_worker(upstream: Upstream, tmp_path: Path) -> None:
