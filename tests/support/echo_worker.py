@@ -51,14 +51,15 @@ async def _serve(config: Config, listener: socket.socket, worker_id: int) -> int
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     loop.add_signal_handler(signal.SIGUSR1, _say, "test worker got SIGUSR1")
-    stopping = asyncio.ensure_future(stop.wait())
-    while True:
-        accepting = asyncio.ensure_future(loop.sock_accept(listener))
-        await asyncio.wait({accepting, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        if not accepting.done():
-            accepting.cancel()
-            break
-        conn, _ = accepting.result()
+    # Poll accept() instead of awaiting loop.sock_accept(): cancelling that on SIGTERM can drop a
+    # connection the kernel already handed over (accepted, then lost with the cancelled task).
+    while not stop.is_set():
+        try:
+            conn, _ = listener.accept()
+        except BlockingIOError:
+            await asyncio.sleep(0.002)
+            continue
+        conn.setblocking(False)
         with conn:
             await _handle(loop, conn, config, worker_id)
         if stop.is_set():
