@@ -38,3 +38,13 @@ class CacheCheck(FastCheck):
         new_miss: Callable[[bytes, int, list[tuple[bytes, bytes]], float, bool], Any],
         lock_timeout: float = 5.0,
     ) -> None: ...
+
+class RemoteRateLimitCheck(FastCheck):
+    def __init__(
+        self,
+        limiter_factory: Callable[[], Any],
+        by: str,
+        route: str,
+        enforce: bool = True,
+        headers: bool = True,
+    ) -> None: ...

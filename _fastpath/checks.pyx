@@ -13,7 +13,7 @@ from libc.string cimport memcmp, memcpy
 from posix.time cimport CLOCK_REALTIME, clock_gettime, timespec
 
 from .cache cimport Entry, ResponseCache, Variants, primary_key
-from .http cimport CHECK_ANSWERED, CHECK_PASS, FastCheck, HttpConnection
+from .http cimport CHECK_ANSWERED, CHECK_PASS, CHECK_PYTHON, FastCheck, HttpConnection
 from .limits cimport RateLimiter
 from .parser cimport Header, RequestParser
 from .timers cimport monotonic
@@ -517,3 +517,73 @@ cdef class CacheWaiter:
         # Nothing stored that fits this request: fetch it too (and store what comes back).
         conn.cache_miss = check.new_miss(self.primary, self.key, self.fields, self.requested_at, False)
         conn.resume_request()
+
+
+cdef class RemoteRateLimitCheck(FastCheck):
+    """rate-limit in Redis mode with local batching: decided here while the key's local state is
+    fresh (no I/O, no coroutine); when a sync with Redis is due, the request takes the plugin's
+    Python path (CHECK_PYTHON), which awaits the sync."""
+
+    cdef object limiter           # gateway.store.redis_limits.RedisRateLimiter (check_nowait)
+    cdef object limiter_factory   # the plugin's lazy constructor of it (built in the worker's loop)
+    cdef int by
+    cdef bytes header_name
+    cdef bint enforce
+    cdef bint headers
+    cdef str prefix               # "<route>|": the plugin's Redis keys are per route
+
+    def __cinit__(self, limiter_factory, str by, str route, bint enforce=True, bint headers=True):
+        self.limiter = None
+        self.limiter_factory = limiter_factory
+        self.enforce = enforce
+        self.headers = headers
+        self.prefix = route + "|"
+        self.header_name = b""
+        if by == "consumer":
+            self.by = BY_CONSUMER
+        elif by == "ip":
+            self.by = BY_IP
+        elif by == "route":
+            self.by = BY_ROUTE
+        elif by.startswith("header:"):
+            self.by = BY_HEADER
+            self.header_name = by[7:].strip().lower().encode("latin-1")
+        else:
+            raise ValueError(f"unknown rate-limit key {by!r}")
+
+    cdef str key_for(self, HttpConnection conn, const char* base):
+        if self.by == BY_CONSUMER:
+            if conn.consumer is not None:
+                return self.prefix + "c:" + conn.consumer.name
+        elif self.by == BY_HEADER:
+            value = _header_value(conn.gw.parser, base, self.header_name)
+            if value:
+                return self.prefix + "h:" + (<bytes>value).decode("latin-1")
+        elif self.by == BY_ROUTE:
+            return self.prefix + "r"
+        return self.prefix + "ip:" + conn.client_ip.decode("latin-1")
+
+    cdef int check(self, HttpConnection conn, const char* base) except -1:
+        if self.limiter is None:
+            self.limiter = self.limiter_factory()
+        decision = self.limiter.check_nowait(self.key_for(conn, base))
+        if decision is None:
+            return CHECK_PYTHON
+        if not decision.allowed:
+            retry = max(1, <long long>ceil(decision.retry_after))
+            headers = (
+                f"Retry-After: {retry}\r\n"
+                f"RateLimit-Limit: {decision.limit}\r\n"
+                f"RateLimit-Remaining: {max(0, decision.remaining)}\r\n"
+                f"RateLimit-Reset: {<long long>ceil(decision.reset_after)}\r\n"
+            ).encode("latin-1")
+            conn.respond_error(429, "rate_limited", f"rate limit exceeded; retry in {retry} s",
+                               not conn.request_complete, headers)
+            return CHECK_ANSWERED
+        if self.headers:
+            conn.response_extra = (
+                f"RateLimit-Limit: {decision.limit}\r\n"
+                f"RateLimit-Remaining: {max(0, decision.remaining)}\r\n"
+                f"RateLimit-Reset: {<long long>ceil(decision.reset_after)}\r\n"
+            ).encode("latin-1")
+        return CHECK_PASS

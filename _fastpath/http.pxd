@@ -4,6 +4,7 @@ from libc.stdint cimport int64_t
 
 from .buffer cimport ByteBuffer
 from .parser cimport ChunkedDecoder, RequestParser
+from .accesslog cimport LogLines
 from .balance cimport Target
 from .cache cimport Entry
 from .proxy cimport ProxyClient, UpstreamPool
@@ -36,6 +37,7 @@ cdef class RouteAction:
     cdef bint buffer_body         # read the whole request body before answering
     # compiled checks and the header fields they own
     cdef tuple fast_checks        # FastCheck objects, or None
+    cdef tuple fallback_chains    # PluginChain per fast check, for CHECK_PYTHON
     cdef tuple drop_headers       # lower-case names (bytes) never forwarded upstream (credentials, spoofed identity)
 
 
@@ -55,6 +57,7 @@ cdef class Gateway:
     cdef int keepalive_requests
     cdef readonly object access_log
     cdef bint log_enabled
+    cdef LogLines log_lines       # the access log's C-formatted line buffer (None when off)
     cdef readonly Ticker ticker
     cdef readonly set connections
     cdef readonly bint draining
@@ -100,6 +103,8 @@ cdef class HttpConnection(ProxyClient):
 
     cdef public object consumer   # gateway.plugins.Consumer set by a fast auth check
     cdef public bytes upstream_extra  # header lines ("Name: value\r\n"...) fast checks add upstream
+    cdef object chain             # this request's PluginChain: the route's, or a fast check's fallback
+    cdef bint response_phase      # this request's chain has response-phase plugins
     cdef object view              # gateway.plugins.Request when the route has plugins, else None
     cdef object response_view     # gateway.plugins.ResponseHead for the response and log phases
     cdef object plugin_task       # a running async access phase or handler
@@ -149,6 +154,7 @@ cdef class HttpConnection(ProxyClient):
 cdef enum:
     CHECK_PASS = 0                # go on with the request
     CHECK_ANSWERED = 1            # the check has answered the client (401, 429, a cache hit, ...)
+    CHECK_PYTHON = 2              # cannot decide alone: run this check's plugin (and later ones) in Python
 
 
 cdef class FastCheck:

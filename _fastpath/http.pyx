@@ -206,9 +206,18 @@ cdef class RouteAction:
         self.fast_checks = None
         self.drop_headers = None
 
-    def with_fast_checks(self, checks, drop_headers=()):
-        """Compiled checks run before any Python plugin; drop_headers never reach the upstream."""
+    def with_fast_checks(self, checks, drop_headers=(), fallback_chains=None):
+        """Compiled checks run before any Python plugin; drop_headers never reach the upstream.
+
+        fallback_chains[i] is the PluginChain to run when check i answers CHECK_PYTHON.
+        """
         self.fast_checks = tuple(checks) if checks else None
+        self.fallback_chains = tuple(fallback_chains) if fallback_chains else None
+        if self.fast_checks is not None and (
+                self.fallback_chains is None or len(self.fallback_chains) != len(self.fast_checks)):
+            # Without a fallback a check must decide alone; an empty chain keeps indexing safe.
+            from gateway.plugins import PluginChain
+            self.fallback_chains = tuple(PluginChain(()) for _ in self.fast_checks)
         names = tuple(name.lower().encode("latin-1") if isinstance(name, str) else name.lower()
                       for name in drop_headers)
         self.drop_headers = names if names else None
@@ -296,6 +305,7 @@ cdef class Gateway:
         self.keepalive_requests = keepalive_requests
         self.access_log = access_log
         self.log_enabled = access_log is not None and bool(access_log.enabled)
+        self.log_lines = access_log.lines if self.log_enabled else None
         self.ticker = ticker if ticker is not None else Ticker(loop, 0.1, refresh_date)
         # One parser for the whole worker: a head is parsed and acted on without yielding, and
         # its header table (several KiB) must not be paid per idle connection.
@@ -378,6 +388,8 @@ cdef class HttpConnection(ProxyClient):
         self.handler_ready = False
         self.wants_response_head = False
         self.response_extra = None
+        self.chain = None
+        self.response_phase = False
         self.match_params = None
 
     def __dealloc__(self):
@@ -588,12 +600,21 @@ cdef class HttpConnection(ProxyClient):
             self.respond_error(413, "content_too_large",
                                f"the request body is larger than the limit of {gw.max_body} bytes", True)
             return head_len
+        self.chain = action.chain
+        self.response_phase = action.response_phase
         if action.fast_checks is not None:
             self.match_params = match[1]
-            for check in action.fast_checks:
-                if (<FastCheck>check).check(self, base) == CHECK_ANSWERED:
+            for i in range(len(action.fast_checks)):
+                outcome = (<FastCheck>action.fast_checks[i]).check(self, base)
+                if outcome == CHECK_ANSWERED:
                     return head_len
-        if action.chain is not None or action.kind == ACTION_HANDLER:
+                if outcome == CHECK_PYTHON:
+                    # This check cannot decide alone (e.g. a Redis-backed limit due for a sync):
+                    # its plugin and every later one run in Python for this request.
+                    self.chain = action.fallback_chains[i]
+                    self.response_phase = bool(self.chain.response)
+                    break
+        if self.chain is not None or action.kind == ACTION_HANDLER:
             self.start_plugins(base, action, match[1], method, path)
             return head_len
         if action.kind == ACTION_STATIC:
@@ -970,11 +991,11 @@ cdef class HttpConnection(ProxyClient):
 
     cdef void run_access_chain(self):
         cdef RouteAction action = self.action
-        if action.chain is None:
+        if self.chain is None:
             self.plugins_finished(None)
             return
         try:
-            result = action.chain.run_access(self.view)
+            result = self.chain.run_access(self.view)
         except Exception:
             self.plugin_failed("access")
             return
@@ -1063,7 +1084,7 @@ cdef class HttpConnection(ProxyClient):
         up = self.upstream
         self.waiting_upstream = rc == ACQUIRE_PENDING
         self.log_upstream = up.target.addr
-        self.wants_response_head = action.response_phase
+        self.wants_response_head = self.response_phase
         # Body bytes that arrived while the plugins ran wait in `pending`: the head goes first.
         body = bb_take(&self.pending)
         self.build_head_from_view(action, up.target)
@@ -1163,12 +1184,12 @@ cdef class HttpConnection(ProxyClient):
     cdef object filter_response_head(self, int status, list headers):
         """Run the response phase over an upstream response head; None if the client was answered."""
         cdef RouteAction action = self.action
-        if self.view is None or action is None or not action.response_phase:
+        if self.view is None or action is None or not self.response_phase:
             return None
         head = PluginResponseHead(
             status, [(n.decode("latin-1"), v.decode("latin-1")) for n, v in headers], self.view)
         try:
-            action.chain.run_response(self.view, head)
+            self.chain.run_response(self.view, head)
         except Exception:
             self.plugin_failed("response")
             return None
@@ -1185,10 +1206,10 @@ cdef class HttpConnection(ProxyClient):
         cdef int status = response.status
         cdef list fields = list(response.headers)
         cdef bytes body = bytes(response.body)
-        if self.view is not None and action is not None and action.response_phase:
+        if self.view is not None and action is not None and self.response_phase:
             head = PluginResponseHead(status, fields, self.view)
             try:
-                action.chain.run_response(self.view, head)
+                self.chain.run_response(self.view, head)
             except Exception:
                 self.plugin_failed("response")
                 return
@@ -1201,6 +1222,8 @@ cdef class HttpConnection(ProxyClient):
             # Answering before the body was read (401 on an upload, say): drop the rest of it.
             self.discard_body = True
             bb_clear(&self.pending)
+            if self.paused & PAUSE_BUFFER_FULL:
+                self.resume_input(PAUSE_BUFFER_FULL)
         bb_clear(&_out)
         bb_append_str(&_out, f"HTTP/1.1 {status} {reason_phrase(status)}\r\n".encode("latin-1"))
         for name, value in fields:
@@ -1301,14 +1324,14 @@ cdef class HttpConnection(ProxyClient):
         cdef RouteAction action = self.action
         view = self.view
         self.view = None
-        if action is None or action.chain is None or not action.chain.log:
+        if action is None or self.chain is None or not self.chain.log:
             return
         head = self.response_view
         if head is None:
             head = PluginResponseHead(self.response_status, [], view)
         head.bytes_sent = self.response_bytes
         try:
-            action.chain.run_log(view, head)
+            self.chain.run_log(view, head)
         except Exception:
             _log.exception("plugin failed in the log phase (route %s, request id %s)", action.name,
                            view.request_id)
@@ -1316,7 +1339,7 @@ cdef class HttpConnection(ProxyClient):
     # -- responses --------------------------------------------------------------------------
 
     cdef void respond_static(self, RouteAction action):
-        if self.view is not None and action.response_phase:
+        if self.view is not None and self.response_phase:
             self.respond_response(PluginResponse(
                 action.static_status, action.static_body, _static_headers(action.static_head)))
             return
@@ -1419,18 +1442,21 @@ cdef class HttpConnection(ProxyClient):
         clock_gettime(CLOCK_REALTIME, &ts)
         if self.request_id is None:
             self.request_id = gw.next_request_id()
-        gw.access_log.records.append((
+        method = self.log_method if self.log_method is not None else b""
+        target = self.log_target if self.log_target is not None else b""
+        # Formatted straight into the access log's buffer: no tuple, no encoder call per request.
+        gw.log_lines.append(
             ts.tv_sec + ts.tv_nsec * 1e-9,
             self.request_id,
             self.action.name if self.action is not None else "",
-            self.log_method if self.log_method is not None else b"",
-            self.log_target if self.log_target is not None else b"",
+            PyBytes_AS_STRING(method), PyBytes_GET_SIZE(method),
+            PyBytes_AS_STRING(target), PyBytes_GET_SIZE(target),
             self.response_status,
             self.response_bytes,
             self.log_upstream,
             <long long>((monotonic() - self.started) * 1e6),
-            self.client_ip.decode("latin-1"),
-        ))
+            self.client_ip,
+        )
         self.log_method = None
         self.log_target = None
 

@@ -135,8 +135,9 @@ def build_runtime(
         if product is not None and product.subscription == "approval" and "subscription" not in configs:
             configs["subscription"] = registry.decode_config("subscription", {"product": route.product})
         if configs:
-            built = build_route_plugins(configs, registry, services)
-            action.with_fast_checks(built.fast_checks, built.drop_headers).with_plugins(built.chain)
+            built = build_route_plugins(configs, registry, {**services, "route": route_name(route)})
+            action.with_fast_checks(built.fast_checks, built.drop_headers, built.fallback_chains)
+            action.with_plugins(built.chain)
             plugins.extend(built.plugins)
         router.add(route.path, action, route.methods, route.host)
     access_log = AccessLog(config.server.access_log)

@@ -24,6 +24,10 @@ __all__ = ["RoutePlugins", "build_route_plugins", "instantiate_plugin"]
 @dataclass
 class RoutePlugins:
     fast_checks: list[Any] = field(default_factory=list)  # gateway._fastpath.http.FastCheck
+    # fallback_chains[i]: what runs in Python when fast check i cannot decide a request by itself
+    # (a Redis-backed limit whose local state is due for a sync): that check's plugin and every
+    # plugin after it, in priority order. The compiled checks share state with their plugins.
+    fallback_chains: list[PluginChain] = field(default_factory=list)
     drop_headers: list[str] = field(default_factory=list)
     chain: PluginChain | None = None
     plugins: list[Plugin] = field(default_factory=list)  # every instance, for shutdown hooks
@@ -66,7 +70,7 @@ def build_route_plugins(
     result = RoutePlugins(plugins=plugins)
     python: list[Plugin] = []
     compiling = True
-    for plugin in plugins:
+    for position, plugin in enumerate(plugins):
         phases = type(plugin).phases()
         runs_before_upstream = Phase.ACCESS in phases or Phase.REWRITE in phases
         check = None
@@ -75,6 +79,8 @@ def build_route_plugins(
             check = fast_check() if callable(fast_check) else None
         if check is not None:
             result.fast_checks.append(check)
+            # (`python` so far holds only response/log plugins: they run in the fallback too.)
+            result.fallback_chains.append(PluginChain([*python, *plugins[position:]]))
             drop = getattr(plugin, "upstream_drop_headers", None)
             if callable(drop):
                 result.drop_headers.extend(drop())

@@ -152,9 +152,11 @@ class RateLimitPlugin(Plugin):
         config: RateLimitConfig,
         *,
         redis_url: str | None = None,
+        route: str = "",
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(config)
+        self.route = route  # the route's name, as Request.route shows it (keys Redis state)
         self.config: RateLimitConfig = config
         self.key_source: KeySource = parse_key_source(config.by)
         self.specs = config.limit_specs()
@@ -215,8 +217,18 @@ class RateLimitPlugin(Plugin):
 
         It counts against this plugin's own buckets, so both paths share one state.
         """
-        if self.redis_url is not None or self._concurrency is not None or not self._local:
+        if self._concurrency is not None or not self.specs:
             return None
+        if self.redis_url is not None:
+            # Redis mode compiles only with batching: between syncs a key is decided locally, and
+            # a request whose key is due for a sync falls back to access() (which awaits it).
+            if self.config.sync_seconds() <= 0 or not self.route:
+                return None
+            from gateway._fastpath.checks import RemoteRateLimitCheck
+
+            return RemoteRateLimitCheck(
+                self._redis_limiter, self.config.by, self.route, self.config.enforce, self.config.headers
+            )
         from gateway._fastpath.checks import RateLimitCheck
 
         return RateLimitCheck(self._local, self.config.by, self.config.enforce, self.config.headers)

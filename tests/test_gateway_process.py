@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import httpx
 
@@ -84,3 +86,27 @@ def test_sigterm_drains_in_flight_requests_then_exits() -> None:
             assert results == [200]
             assert gw.proc is not None
             assert gw.proc.wait(15) == 0
+
+
+def test_access_log_lines_from_the_engine(tmp_path: Path) -> None:
+    log_file = tmp_path / "access.log"
+    with running_upstream() as upstream:
+        config = (
+            f'[upstreams.backend]\ntargets = ["{upstream.addr}"]\n'
+            '[[routes]]\nname = "api"\npath = "/api/{proxy+}"\nupstream = "backend"\n' + static_config("hi")
+        )
+        with running_gateway(config, server_extra=f'access_log = "{log_file}"') as gw:
+            httpx.get(f"{gw.url}/api/echo?q=%22x%22", headers={"X-Request-Id": 'id-"1"'})
+            httpx.get(f"{gw.url}/hello")
+            httpx.get(f"{gw.url}/missing")
+            wait_until(lambda: log_file.exists() and len(log_file.read_text().splitlines()) >= 3)
+    api, hello, missing = (json.loads(line) for line in log_file.read_text().splitlines()[:3])
+    assert api["route"] == "api"
+    assert api["path"] == "/api/echo?q=%22x%22"
+    assert api["request_id"] == 'id-"1"'
+    assert api["status"] == 200
+    assert api["upstream"] == upstream.addr
+    assert api["bytes"] > 0 and api["duration_us"] >= 0
+    assert api["client"] == "127.0.0.1"
+    assert (hello["status"], hello["upstream"], hello["method"]) == (200, None, "GET")
+    assert (missing["status"], missing["route"]) == (404, "")

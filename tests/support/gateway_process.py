@@ -86,8 +86,9 @@ def running_gateway(config_body: str, *, server_extra: str = "") -> Iterator[Gat
     """A gateway with `[server]` on a free port plus the given config body (upstreams, routes)."""
     port = free_port()
     text = (
-        f'[server]\nlisten = "127.0.0.1:{port}"\nworkers = 1\naccess_log = "off"\n'
-        f"{server_extra}\n{config_body}"
+        f'[server]\nlisten = "127.0.0.1:{port}"\nworkers = 1\n'
+        + ("" if "access_log" in server_extra else 'access_log = "off"\n')
+        + f"{server_extra}\n{config_body}"
     )
     with tempfile.TemporaryDirectory(prefix="lambdagate-test-") as tmp:
         gateway = GatewayProcess(text, port, Path(tmp))
