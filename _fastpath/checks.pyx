@@ -420,6 +420,9 @@ cdef class CacheCheck(FastCheck):
             if not lookup and not rule.store:
                 return self.bypass(conn)
         primary = _primary_material(rp, base)
+        if conn.consumer is not None:
+            # Authenticated callers never share entries (as Kong keys its cache by consumer).
+            primary = primary + b"\x00c:" + (<str>conn.consumer.name).encode("utf-8")
         now = _unix_now()
         if lookup:
             variants = self.store.find(primary)

@@ -200,13 +200,16 @@ class ResponseCachePlugin(Plugin):
     # --- keys --------------------------------------------------------------------------------
 
     def primary_for(self, request: Request) -> bytes:
-        """Key material of a request; HEAD shares GET's entries."""
+        """Key material of a request; HEAD shares GET's entries; each consumer has its own."""
         material: bytes = _cache.primary_material(
             b"GET",
             normalize_host(request.headers.get("host")),
             request.path.encode("latin-1", "replace"),
             request.query.encode("latin-1", "replace"),
         )
+        if request.consumer is not None:
+            # Authenticated callers never share entries (as Kong keys its cache by consumer).
+            material += b"\x00c:" + request.consumer.name.encode("utf-8")
         return material
 
     def _vary_for(self, names: tuple[str, ...]) -> tuple[bytes, ...]:

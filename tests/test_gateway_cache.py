@@ -28,8 +28,23 @@ path = "{db}"
 listen = "127.0.0.1:{admin_port}"
 token = "{TOKEN}"
 
+[consumers.alice]
+keys = ["alice-key"]
+
+[consumers.bob]
+keys = ["bob-key"]
+
 [upstreams.backend]
 targets = ["{upstream.addr}"]
+
+[[routes]]
+name = "authed-cache"
+path = "/authed/{{proxy+}}"
+upstream = "backend"
+strip_prefix = "/authed"
+[routes.plugins.key-auth]
+[routes.plugins.cache]
+ttl = "60s"
 
 [[routes]]
 name = "cached"
@@ -218,3 +233,17 @@ def wait_for_admin(port: int) -> None:
             return
         except httpx.TransportError:
             time.sleep(0.05)
+
+
+def test_authenticated_callers_do_not_share_entries(client: httpx.Client, upstream: Upstream) -> None:
+    path = unique("/authed/echo")
+    before = upstream.requests
+    alice = client.get(path, headers={"apikey": "alice-key"})
+    assert alice.headers["x-cache"] == "MISS"
+    assert client.get(path, headers={"apikey": "alice-key"}).headers["x-cache"] == "HIT"
+    bob = client.get(path, headers={"apikey": "bob-key"})
+    assert bob.headers["x-cache"] == "MISS"  # alice's entry is hers
+    seen = {name.lower(): value for name, value in bob.json()["headers"]}
+    assert seen["x-consumer-id"] == "bob"
+    assert upstream.requests - before == 2
+    assert client.get(path).status_code == 401  # and a hit never skips authentication
