@@ -9,7 +9,7 @@ class KeyAuthCheck(FastCheck):
         header_names: Sequence[str],
         lookup: Callable[[bytes], Any],
         identity_headers: Callable[[Any], bytes],
-        version: Callable[[], object],
+        version: Callable[[], object] | Any,
         realm: str = "lambdagate",
     ) -> None: ...
 

@@ -12,6 +12,7 @@ from libc.math cimport ceil
 from libc.string cimport memcmp, memcpy
 from posix.time cimport CLOCK_REALTIME, clock_gettime, timespec
 
+from .buffer cimport ByteBuffer, bb_append, bb_append_uint, bb_clear, bb_take
 from .cache cimport Entry, ResponseCache, Variants, primary_key
 from .http cimport CHECK_ANSWERED, CHECK_PASS, CHECK_PYTHON, FastCheck, HttpConnection
 from .limits cimport RateLimiter
@@ -26,6 +27,28 @@ cdef enum:
     BY_IP = 1
     BY_HEADER = 2
     BY_ROUTE = 3
+
+
+cdef ByteBuffer _lines  # scratch for header lines (single-threaded event loop)
+
+
+cdef bytes _ratelimit_lines(long long limit, long long remaining, double reset_after, long long retry_after):
+    """RateLimit-Limit/-Remaining/-Reset (and Retry-After when > 0) as header lines, built
+    without string formatting: this runs for every allowed request on a limited route."""
+    cdef long long reset = <long long>ceil(reset_after)
+    bb_clear(&_lines)
+    if retry_after > 0:
+        bb_append(&_lines, "Retry-After: ", 13)
+        bb_append_uint(&_lines, <unsigned long long>retry_after)
+        bb_append(&_lines, "\r\n", 2)
+    bb_append(&_lines, "RateLimit-Limit: ", 17)
+    bb_append_uint(&_lines, <unsigned long long>(limit if limit > 0 else 0))
+    bb_append(&_lines, "\r\nRateLimit-Remaining: ", 23)
+    bb_append_uint(&_lines, <unsigned long long>(remaining if remaining > 0 else 0))
+    bb_append(&_lines, "\r\nRateLimit-Reset: ", 19)
+    bb_append_uint(&_lines, <unsigned long long>(reset if reset > 0 else 0))
+    bb_append(&_lines, "\r\n", 2)
+    return bb_take(&_lines)
 
 
 cdef bint _name_is(const char* name, Py_ssize_t n, bytes lower):
@@ -59,7 +82,8 @@ cdef class KeyAuthCheck(FastCheck):
     cdef tuple header_names       # lower-case bytes
     cdef object lookup            # callable(bytes) -> Consumer | None
     cdef object identity_headers  # callable(Consumer) -> bytes header lines for the upstream
-    cdef object version           # callable() -> int; the memo is dropped when it changes
+    cdef object version           # an object whose `generation` changes with the consumers (the
+                                  # registry), or a callable() -> int; the memo is dropped on change
     cdef object seen_version
     cdef dict memo
     cdef bytes challenge
@@ -84,7 +108,7 @@ cdef class KeyAuthCheck(FastCheck):
             conn.respond_error(401, "unauthorized", "No API key found in request",
                                not conn.request_complete, self.challenge)
             return CHECK_ANSWERED
-        current = self.version()
+        current = self.version() if callable(self.version) else self.version.generation
         if current != self.seen_version:
             self.memo.clear()
             self.seen_version = current
@@ -172,12 +196,7 @@ cdef class RateLimitCheck(FastCheck):
                 if not self.enforce:
                     return CHECK_PASS
                 retry = <long long>ceil(wait_ms / 1000.0)
-                headers = (
-                    f"Retry-After: {retry}\r\n"
-                    f"RateLimit-Limit: {limiter.limit}\r\n"
-                    f"RateLimit-Remaining: {max(0, limiter.remaining)}\r\n"
-                    f"RateLimit-Reset: {<long long>ceil(limiter.reset_after)}\r\n"
-                ).encode("latin-1")
+                headers = _ratelimit_lines(limiter.limit, limiter.remaining, limiter.reset_after, retry)
                 conn.respond_error(429, "rate_limited", f"rate limit exceeded; retry in {retry} s",
                                    not conn.request_complete, headers)
                 return CHECK_ANSWERED
@@ -188,11 +207,7 @@ cdef class RateLimitCheck(FastCheck):
                 limiter = <RateLimiter>self.limiters[i]
                 if limiter.remaining < binding.remaining:
                     binding = limiter
-            conn.response_extra = (
-                f"RateLimit-Limit: {binding.limit}\r\n"
-                f"RateLimit-Remaining: {max(0, binding.remaining)}\r\n"
-                f"RateLimit-Reset: {<long long>ceil(binding.reset_after)}\r\n"
-            ).encode("latin-1")
+            conn.response_extra = _ratelimit_lines(binding.limit, binding.remaining, binding.reset_after, 0)
         return CHECK_PASS
 
 
@@ -574,19 +589,10 @@ cdef class RemoteRateLimitCheck(FastCheck):
             return CHECK_PYTHON
         if not decision.allowed:
             retry = max(1, <long long>ceil(decision.retry_after))
-            headers = (
-                f"Retry-After: {retry}\r\n"
-                f"RateLimit-Limit: {decision.limit}\r\n"
-                f"RateLimit-Remaining: {max(0, decision.remaining)}\r\n"
-                f"RateLimit-Reset: {<long long>ceil(decision.reset_after)}\r\n"
-            ).encode("latin-1")
+            headers = _ratelimit_lines(decision.limit, decision.remaining, decision.reset_after, retry)
             conn.respond_error(429, "rate_limited", f"rate limit exceeded; retry in {retry} s",
                                not conn.request_complete, headers)
             return CHECK_ANSWERED
         if self.headers:
-            conn.response_extra = (
-                f"RateLimit-Limit: {decision.limit}\r\n"
-                f"RateLimit-Remaining: {max(0, decision.remaining)}\r\n"
-                f"RateLimit-Reset: {<long long>ceil(decision.reset_after)}\r\n"
-            ).encode("latin-1")
+            conn.response_extra = _ratelimit_lines(decision.limit, decision.remaining, decision.reset_after, 0)
         return CHECK_PASS

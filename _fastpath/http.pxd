@@ -39,6 +39,7 @@ cdef class RouteAction:
     cdef tuple fast_checks        # FastCheck objects, or None
     cdef tuple fallback_chains    # PluginChain per fast check, for CHECK_PYTHON
     cdef tuple drop_headers       # lower-case names (bytes) never forwarded upstream (credentials, spoofed identity)
+    cdef unsigned long long drop_lengths  # bit n set: some dropped name is n bytes long
 
 
 cdef class Gateway:

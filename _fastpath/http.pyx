@@ -221,6 +221,10 @@ cdef class RouteAction:
         names = tuple(name.lower().encode("latin-1") if isinstance(name, str) else name.lower()
                       for name in drop_headers)
         self.drop_headers = names if names else None
+        # Lengths of those names as a bit mask: most fields are ruled out without a compare.
+        self.drop_lengths = 0
+        for name in names:
+            self.drop_lengths |= (<unsigned long long>1) << (len(name) if len(name) < 64 else 63)
         return self
 
     def with_plugins(self, chain):
@@ -805,7 +809,9 @@ cdef class HttpConnection(ProxyClient):
             if hid == H_OTHER:
                 if rp.connection_tokens and _named_by_connection(rp, base, h):
                     continue
-                if action.drop_headers is not None and _listed_name(action.drop_headers, base + h.name.off, h.name.len):
+                if (action.drop_headers is not None
+                        and (action.drop_lengths >> (h.name.len if h.name.len < 64 else 63)) & 1
+                        and _listed_name(action.drop_headers, base + h.name.off, h.name.len)):
                     continue
             elif hid == H_TRANSFER_ENCODING or hid == H_CONTENT_LENGTH:
                 pass  # the body framing is relayed verbatim, so its header goes along

@@ -43,7 +43,9 @@ class Runtime:
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self.ticker.start()
-        self.access_log.start(loop)
+        # Small, frequent batches: a busy worker writes ~100 KB every 20 ms rather than a
+        # megabyte-sized stall every 100 ms (which showed up as p99 latency).
+        self.access_log.start(loop, interval=0.02)
         for checker in self.health:
             checker.start(loop)
 

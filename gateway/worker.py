@@ -10,7 +10,9 @@ import asyncio
 import contextlib
 import signal
 import socket
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import uvloop
@@ -107,6 +109,23 @@ def cache_purger(config: Config, runtime: Runtime) -> CachePurger | None:
     return CachePurger.for_plugins(runtime.plugins, journal)
 
 
+def rate_limit_state_reader(runtime: Runtime) -> Callable[[str, str], dict[str, Any]] | None:
+    """GET /rate-limits/{route}/{key}: the route's rate-limit plugin reports on the key."""
+    from gateway.plugins.rate_limit import RateLimitPlugin
+
+    limited = {plugin.route: plugin for plugin in runtime.plugins if isinstance(plugin, RateLimitPlugin)}
+    if not limited:
+        return None
+
+    def read(route: str, key: str) -> dict[str, Any]:
+        plugin = limited.get(route)
+        if plugin is None:
+            raise KeyError(f'no rate limit on route "{route}"')
+        return plugin.state(key)
+
+    return read
+
+
 def build_admin_gateway(
     loop: asyncio.AbstractEventLoop,
     config: Config,
@@ -123,7 +142,7 @@ def build_admin_gateway(
         token=config.admin.token,
         config_view=lambda: msgspec.to_builtins(config),
         purge_cache=purger,
-        rate_limit_state=None,
+        rate_limit_state=rate_limit_state_reader(runtime),
     )
 
     async def handle(request: Request, body: bytes) -> Response:

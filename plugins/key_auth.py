@@ -110,7 +110,7 @@ class KeyAuth(Plugin):
             self._header_names,
             consumers.by_api_key,
             _identity_header_lines,
-            lambda: consumers.generation,
+            consumers,  # its `generation` attribute moves when consumers change
             self.config.realm,
         )
 

@@ -231,7 +231,38 @@ class RateLimitPlugin(Plugin):
             )
         from gateway._fastpath.checks import RateLimitCheck
 
-        return RateLimitCheck(self._local, self.config.by, self.config.enforce, self.config.headers)
+        self._compiled = RateLimitCheck(self._local, self.config.by, self.config.enforce, self.config.headers)
+        return self._compiled
+
+    # --- admin API ------------------------------------------------------------------------------
+
+    def state(self, key: str) -> dict[str, Any]:
+        """What the admin API shows for a key as this plugin forms it ("c:alice", "ip:10.0.0.1",
+        "h:<value>", "r"): each limit's standing (read without taking a token) and the counters."""
+        counters = self.counters.as_dict()
+        compiled = getattr(self, "_compiled", None)
+        if compiled is not None:
+            counters["allowed"] += compiled.allowed
+            counters["limited"] += compiled.limited
+        limits: list[dict[str, Any]] = []
+        now = self.clock()
+        for spec, limiter in zip(self.specs, self._local, strict=False):
+            limiter.check(key, now, 0)  # cost 0: reads the bucket, records nothing
+            limits.append(
+                {
+                    "rate": f"{spec.rate.count}/{spec.rate.period:g}s",
+                    "burst": spec.burst,
+                    "remaining": max(0, limiter.remaining),
+                    "reset_after": round(limiter.reset_after, 3),
+                }
+            )
+        return {
+            "route": self.route,
+            "key": key,
+            "mode": "redis" if self.redis_url is not None else "local",
+            "limits": limits,
+            "counters": counters,
+        }
 
     # --- decisions ------------------------------------------------------------------------------
 

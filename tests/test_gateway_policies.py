@@ -158,3 +158,20 @@ def test_admin_config_is_redacted(gateway: tuple[GatewayProcess, str]) -> None:
     text = response.text
     assert "alice-key" not in text
     assert TOKEN not in text
+
+
+def test_admin_reports_rate_limit_state(gateway: tuple[GatewayProcess, str]) -> None:
+    gw, base = gateway
+    headers = {"apikey": "bob-key"}
+    for _ in range(2):
+        assert httpx.get(f"{gw.url}/api/echo", headers=headers).status_code == 200
+    state = admin(base, "GET", "/rate-limits/api/c:bob")
+    assert state.status_code == 200, state.text
+    body = state.json()
+    assert body["mode"] == "local"
+    [limit] = body["limits"]
+    assert (limit["burst"], limit["remaining"]) == (3, 1)
+    assert body["counters"]["allowed"] >= 2
+    missing = admin(base, "GET", "/rate-limits/billing/c:bob")
+    assert missing.status_code == 404
+    assert missing.json()["error"]["message"] == 'no rate limit on route "billing"'
