@@ -99,6 +99,9 @@ _CREDENTIAL_TABLES = {
 _json_encode = msgspec.json.encode
 
 
+SETUP_TIMEOUT = 10.0  # seconds a new connection keeps retrying a locked setup
+
+
 class SQLiteStore:
     """StateStore on a SQLite file (``[store] path``); the file is created on first use."""
 
@@ -125,6 +128,23 @@ class SQLiteStore:
         return work(self._connection)
 
     def _connect(self) -> sqlite3.Connection:
+        # Several processes (workers, gateways) may open the file at once. Switching to WAL and
+        # migrating take locks that SQLite's busy handler does not always wait for, so the setup
+        # is retried for a while instead of failing the first request.
+        deadline = time.monotonic() + SETUP_TIMEOUT
+        delay = 0.01
+        while True:
+            try:
+                return self._connect_once()
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                if time.monotonic() + delay > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.2)
+
+    def _connect_once(self) -> sqlite3.Connection:
         # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE in _write).
         connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
