@@ -56,6 +56,9 @@ unit: build
 bench: build sysdeps bench-micro
 	$(BIN)/python bench/proxy_vs_nginx.py
 	$(BIN)/python bench/idle_connections.py
+	$(BIN)/python bench/proxy_vs_nginx.py --gateway-config bench/scenarios/auth_ratelimit.toml.in --header "apikey: bench-key"
+	$(BIN)/python bench/proxy_vs_nginx.py --gateway-config bench/scenarios/cache_hit.toml.in --nginx-template upstream.conf.in
+	$(BIN)/python bench/proxy_vs_nginx.py --redis --gateway-config bench/scenarios/redis_ratelimit.toml.in
 
 bench-micro: build
 	$(BIN)/pytest -q bench/micro --benchmark-only -p no:cacheprovider
