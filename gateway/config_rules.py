@@ -437,11 +437,12 @@ class RuleChecker:
                     "consumer names are 1 to 128 letters, digits, '_', '-' and '.', "
                     "starting with a letter or digit",
                 )
+        # Without a [products] section product names are plain labels of open products (the
+        # issue's example config groups routes that way); once products are declared, a route
+        # must name one of them, so a typo cannot silently open an approval-only product.
         for path, product in self._product_references:
-            if product not in product_names:
-                hint = close_match_hint(product, product_names) or (
-                    "" if product_names else " (no [products] are defined)"
-                )
+            if product_names and product not in product_names:
+                hint = close_match_hint(product, product_names)
                 issues.add(path, f"no product named {describe_value(product)}{hint}")
         self._check_listens_differ(issues)
         self._check_credentials_unique(issues)
