@@ -127,6 +127,8 @@ cdef class HttpConnection(ProxyClient):
     cdef void flush_pending(self)
     cdef void start_proxy(self, const char* base, RouteAction action, object params)
     cdef void build_upstream_head(self, const char* base, RouteAction action, object params, object target)
+    cdef void send_built(self, int status, bytes body)
+    cdef void response_sent(self)
     cdef void respond_static(self, RouteAction action)
     cdef void respond_error(self, int status, str code, str message, bint close, bytes extra_headers=*)
     cdef void finish_response(self)

@@ -1251,21 +1251,8 @@ cdef class HttpConnection(ProxyClient):
                 bb_append(&_out, "X-Request-Id: ", 14)
                 bb_append_str(&_out, self.request_id)
                 bb_append(&_out, "\r\n", 2)
-        if not self.keep_alive:
-            bb_append(&_out, "Connection: close\r\n", 19)
-        elif self.client_http10:
-            bb_append(&_out, "Connection: keep-alive\r\n", 24)
-        bb_append(&_out, "\r\n", 2)
-        if not self.request_is_head:
-            bb_append_str(&_out, body)
-        self.response_status = status
-        self.response_bytes = bb_len(&_out)
-        self.transport.write(bb_take(&_out))
-        if not self.discard_body:
-            self.finish_response()
-        else:
-            self.busy = False  # the body still arrives; body_done() then continues the connection
-            self.log_request()
+        self.send_built(status, body)
+        self.response_sent()
 
     cdef void respond_cached(self, Entry entry, double now):
         """Answer with a stored response (a cache hit): its prebuilt head, Age, Date, our fields."""
@@ -1287,24 +1274,11 @@ cdef class HttpConnection(ProxyClient):
         bb_append_str(&_out, _date_line)
         if self.response_extra is not None:
             bb_append_str(&_out, self.response_extra)
-        if not self.keep_alive:
-            bb_append(&_out, "Connection: close\r\n", 19)
-        elif self.client_http10:
-            bb_append(&_out, "Connection: keep-alive\r\n", 24)
-        bb_append(&_out, "\r\n", 2)
-        if copy_body:
-            bb_append_str(&_out, body)
-        self.response_status = entry.status
-        self.response_bytes = bb_len(&_out)
-        self.transport.write(bb_take(&_out))
+        self.send_built(entry.status, body if copy_body else None)
         if not self.request_is_head and not copy_body:
             self.response_bytes += body_len
             self.transport.write(body)
-        if not self.discard_body:
-            self.finish_response()
-        else:
-            self.busy = False  # the body still arrives; body_done() then continues the connection
-            self.log_request()
+        self.response_sent()
 
     cdef void suspend_request(self, const char* base):
         """Keep this request (as the plugins' view) while a fast check makes it wait."""
@@ -1344,6 +1318,31 @@ cdef class HttpConnection(ProxyClient):
 
     # -- responses --------------------------------------------------------------------------
 
+    cdef void send_built(self, int status, bytes body):
+        """Finish the head being built in _out (Connection, blank line), add the body unless the
+        request was HEAD, and hand it all to the transport in one write."""
+        if not self.keep_alive:
+            bb_append(&_out, "Connection: close\r\n", 19)
+        elif self.client_http10:
+            bb_append(&_out, "Connection: keep-alive\r\n", 24)
+        bb_append(&_out, "\r\n", 2)
+        if body is not None and not self.request_is_head:
+            bb_append_str(&_out, body)
+        self.response_status = status
+        self.response_bytes = bb_len(&_out)
+        if self.transport is not None:
+            self.transport.write(bb_take(&_out))
+        else:
+            bb_clear(&_out)
+
+    cdef void response_sent(self):
+        """A response of our own is out: go on, or first read and drop the rest of the body."""
+        if not self.discard_body:
+            self.finish_response()
+        else:
+            self.busy = False  # the body still arrives; body_done() then continues the connection
+            self.log_request()
+
     cdef void respond_static(self, RouteAction action):
         if self.view is not None and self.response_phase:
             self.respond_response(PluginResponse(
@@ -1354,21 +1353,8 @@ cdef class HttpConnection(ProxyClient):
         bb_append_str(&_out, _date_line)
         if self.response_extra is not None:
             bb_append_str(&_out, self.response_extra)
-        if not self.keep_alive:
-            bb_append(&_out, "Connection: close\r\n", 19)
-        elif self.client_http10:
-            bb_append(&_out, "Connection: keep-alive\r\n", 24)
-        bb_append(&_out, "\r\n", 2)
-        if not self.request_is_head:
-            bb_append_str(&_out, action.static_body)
-        self.response_status = action.static_status
-        self.response_bytes = bb_len(&_out)
-        self.transport.write(bb_take(&_out))
-        if not self.discard_body:
-            self.finish_response()
-        else:
-            self.busy = False  # the body still arrives; body_done() then continues the connection
-            self.log_request()
+        self.send_built(action.static_status, action.static_body)
+        self.response_sent()
 
     cdef void respond_error(self, int status, str code, str message, bint close, bytes extra_headers=None):
         cdef bytes body = error_body(status, code, message)
@@ -1387,19 +1373,7 @@ cdef class HttpConnection(ProxyClient):
             bb_append(&_out, "X-Request-Id: ", 14)
             bb_append_str(&_out, self.request_id)
             bb_append(&_out, "\r\n", 2)
-        if not self.keep_alive:
-            bb_append(&_out, "Connection: close\r\n", 19)
-        elif self.client_http10:
-            bb_append(&_out, "Connection: keep-alive\r\n", 24)
-        bb_append(&_out, "\r\n", 2)
-        if not self.request_is_head:
-            bb_append_str(&_out, body)
-        self.response_status = status
-        self.response_bytes = bb_len(&_out)
-        if self.transport is not None:
-            self.transport.write(bb_take(&_out))
-        else:
-            bb_clear(&_out)
+        self.send_built(status, body)
         if not self.busy:
             # An error outside a request (bad head): nothing more to log than the error.
             self.busy = True
