@@ -4,6 +4,7 @@
 import time as _time
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from libc.math cimport llrint
 from libc.stdint cimport uint8_t
 
 from .buffer cimport bb_append, bb_append_str, bb_append_uint, bb_clear, bb_free, bb_len, bb_take
@@ -79,8 +80,11 @@ cdef class LogLines:
                     Py_ssize_t method_len, const char* target, Py_ssize_t target_len, int status,
                     long long bytes_sent, str upstream, long long duration_us, bytes client) except -1:
         cdef ByteBuffer* b = &self.buf
-        cdef long long second = <long long>unix_time
-        cdef long long micros = <long long>((unix_time - second) * 1e6 + 0.5)
+        # Round to whole microseconds first (as the Python encoder does), then split: 1.9999996
+        # is 2.000000, not 1.999999 plus a carry that went nowhere.
+        cdef long long total = llrint(unix_time * 1e6)  # half to even, like round()
+        cdef long long second = total // 1000000
+        cdef long long micros = total - second * 1000000
         cdef char frac[7]
         cdef int i
         if second != self.cached_second:

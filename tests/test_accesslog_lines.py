@@ -47,10 +47,7 @@ def test_same_json_as_the_python_encoder(
         [(unix_time, request_id, route, method, target, status, bytes_sent, upstream, duration_us,
           client.decode("latin-1"))]
     )  # fmt: skip
-    ours_obj, reference_obj = json.loads(ours), json.loads(reference)
-    # Microsecond rounding of the timestamp may differ in the last digit across float formatting.
-    assert ours_obj.pop("time")[:19] == reference_obj.pop("time")[:19]
-    assert ours_obj == reference_obj
+    assert json.loads(ours) == json.loads(reference)
 
 
 def test_take_empties_the_buffer() -> None:
