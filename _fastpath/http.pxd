@@ -80,6 +80,7 @@ cdef class HttpConnection(ProxyClient):
     cdef int body_kind
     cdef int64_t body_remaining
     cdef int64_t body_total
+    cdef int64_t body_limit       # server.max_body_size, or lower when a plugin asked (0 = none)
     cdef bint discard_body        # read and drop the request body (static responses)
     cdef int paused               # PAUSE_* reasons for not reading
     cdef bint write_paused

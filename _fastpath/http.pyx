@@ -392,6 +392,7 @@ cdef class HttpConnection(ProxyClient):
         self.handler_ready = False
         self.wants_response_head = False
         self.response_extra = None
+        self.echo_request_id = True
         self.chain = None
         self.response_phase = False
         self.match_params = None
@@ -554,6 +555,8 @@ cdef class HttpConnection(ProxyClient):
         self.consumer = None
         self.upstream_extra = None
         self.response_extra = None
+        self.echo_request_id = True
+        self.body_limit = gw.max_body
         self.expect_continue = rp.expect_continue
         self.client_http10 = rp.version == 10
         self.request_is_head = rp.method.len == 4 and memcmp(base + rp.method.off, b"HEAD", 4) == 0
@@ -650,9 +653,9 @@ cdef class HttpConnection(ProxyClient):
                 return n
             if rc == CHUNK_DATA:
                 self.body_total += dec.data_len
-                if self.gw.max_body and self.body_total > self.gw.max_body:
+                if self.body_limit and self.body_total > self.body_limit:
                     self.fail_request(413, "content_too_large",
-                                      f"the request body is larger than the limit of {self.gw.max_body} bytes")
+                                      f"the request body is larger than the limit of {self.body_limit} bytes")
                     return n
             off += consumed
             if rc == CHUNK_DONE:
@@ -1033,6 +1036,19 @@ cdef class HttpConnection(ProxyClient):
             self.discard_body = not self.request_complete
             self.respond_static(action)
             return
+        if self.view is not None:
+            ctx = self.view.ctx
+            if ctx.get("echo_request_id") is False:  # the request-id plugin keeps the id internal
+                self.echo_request_id = False
+            limit = ctx.get("body_limit")
+            if limit is not None and (self.body_limit == 0 or limit < self.body_limit):
+                # A plugin (request-size-limit) lowered the body limit for this request; bytes
+                # that arrived while the plugins ran count already.
+                self.body_limit = limit
+                if self.body_total > self.body_limit:
+                    self.fail_request(413, "content_too_large",
+                                      f"the request body is larger than the limit of {self.body_limit} bytes")
+                    return
         if self.expect_continue and not self.request_complete:
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         if action.kind == ACTION_HANDLER:
@@ -1246,7 +1262,7 @@ cdef class HttpConnection(ProxyClient):
         bb_append_str(&_out, _date_line)
         if self.response_extra is not None:
             bb_append_str(&_out, self.response_extra)
-        if self.request_id is not None and response.headers is not None:
+        if self.echo_request_id and self.request_id is not None and response.headers is not None:
             if not any(n.lower() == "x-request-id" for n, _ in fields):
                 bb_append(&_out, "X-Request-Id: ", 14)
                 bb_append_str(&_out, self.request_id)
@@ -1369,7 +1385,7 @@ cdef class HttpConnection(ProxyClient):
         bb_append_str(&_out, _date_line)
         if extra_headers is not None:
             bb_append_str(&_out, extra_headers)
-        if self.request_id is not None:
+        if self.echo_request_id and self.request_id is not None:
             bb_append(&_out, "X-Request-Id: ", 14)
             bb_append_str(&_out, self.request_id)
             bb_append(&_out, "\r\n", 2)

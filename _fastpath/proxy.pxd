@@ -41,6 +41,7 @@ cdef class ProxyClient(Watched):
     cdef bint keep_alive          # the client connection stays open after this response
     cdef bint request_complete    # the whole request body has been forwarded
     cdef bytes request_id         # added to the response when the upstream sent none
+    cdef bint echo_request_id     # False: keep the id off the response (request-id plugin's choice)
     cdef int response_status
     cdef int64_t response_bytes   # bytes written to the client for this response
     cdef bint wants_response_head # plugins see (and may change) the response head first

@@ -436,7 +436,7 @@ cdef class UpstreamConnection(Watched):
             bb_append(&_out, "\r\n", 2)
         if self.rechunk:
             bb_append(&_out, "Transfer-Encoding: chunked\r\n", 28)
-        if not have_request_id and client.request_id is not None:
+        if not have_request_id and client.echo_request_id and client.request_id is not None:
             bb_append(&_out, "X-Request-Id: ", 14)
             bb_append(&_out, PyBytes_AS_STRING(client.request_id), PyBytes_GET_SIZE(client.request_id))
             bb_append(&_out, "\r\n", 2)
@@ -512,7 +512,7 @@ cdef class UpstreamConnection(Watched):
             bb_append(&_out, "\r\n", 2)
         if self.rechunk:
             bb_append(&_out, "Transfer-Encoding: chunked\r\n", 28)
-        if not have_request_id and client.request_id is not None:
+        if not have_request_id and client.echo_request_id and client.request_id is not None:
             bb_append(&_out, "X-Request-Id: ", 14)
             bb_append_str(&_out, client.request_id)
             bb_append(&_out, "\r\n", 2)

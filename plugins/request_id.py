@@ -64,6 +64,8 @@ class RequestId(Plugin):
             request_id = self._generate(request)
             request.headers.set(header, request_id)
         request.ctx[self.CTX_KEY] = request_id
+        if not self.config.echo_downstream:
+            request.ctx["echo_request_id"] = False  # the engine then adds no X-Request-Id either
 
     def response(self, request: Request, response: ResponseHead) -> None:
         header = self.config.header_name
