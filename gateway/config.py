@@ -40,12 +40,14 @@ __all__ = [
     "Config",
     "ConfigError",
     "ConsumerConfig",
+    "Function",
     "HealthCheck",
     "Product",
     "Route",
     "Server",
     "StaticResponse",
     "Store",
+    "Trigger",
     "Upstream",
     "config_json_schema",
     "load_config",
@@ -201,6 +203,16 @@ class Route(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     methods: Annotated[list[str] | None, _doc('Methods to match, e.g. ["GET", "POST"]; absent = any.')] = None
     upstream: Annotated[str | None, _doc("Name of the [upstreams] entry to proxy to.")] = None
     static: Annotated[StaticResponse | None, _doc("Answer with a fixed response instead of proxying.")] = None
+    function: Annotated[
+        str | None, _doc("Name of the [functions] entry that answers the route (an API Gateway event).")
+    ] = None
+    payload: Annotated[
+        Literal["1.0", "2.0"],
+        _doc(
+            'Event format for a function route: "2.0" = API Gateway HTTP API, '
+            '"1.0" = REST API proxy integration.'
+        ),
+    ] = "2.0"
     strip_prefix: Annotated[
         str | None, _doc('Removed from the start of the path before proxying, e.g. "/api".')
     ] = None
@@ -262,6 +274,98 @@ class Admin(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
             'Bearer token every admin request must send; write "${VAR}" to keep it out of the file. Required.'
         ),
     ]
+    aws_keys: Annotated[
+        dict[str, str],
+        _doc(
+            "AWS access key id -> secret access key, accepted on AWS Signature V4-signed requests "
+            '(AWS SDKs such as boto3); write "${VAR}" for the secrets.'
+        ),
+    ] = {}
+
+
+class Function(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A Lambda-style function run by the gateway itself, in sandboxed warm instances."""
+
+    code: Annotated[
+        str,
+        _doc(
+            "Folder holding the handler and its vendored dependencies; relative to the working "
+            "directory, stored absolute. Required."
+        ),
+    ]
+    handler: Annotated[
+        str | None,
+        _doc(
+            'For runtime "python": "module.function" (e.g. "app.handler"), required. For "provided": '
+            "passed to the bootstrap as _HANDLER, optional."
+        ),
+    ] = None
+    runtime: Annotated[
+        Literal["python", "provided"],
+        _doc('"python": the built-in runtime (preloaded, forked); "provided": runs <code>/bootstrap.'),
+    ] = "python"
+    timeout: Annotated[
+        Duration, _doc('An invocation running longer is killed ("Task timed out"); at most 15m.')
+    ] = 3.0
+    memory: Annotated[Size, _doc("Memory of one instance, 128MiB to 10GiB in whole MiB.")] = 128 * MiB
+    concurrency: Annotated[
+        int,
+        Meta(ge=1, le=1000),
+        _doc("Most instances at once; beyond it requests wait in a bounded queue, then are throttled."),
+    ] = 10
+    provisioned: Annotated[
+        int, Meta(ge=0), _doc("Instances kept warm even when idle; at most concurrency.")
+    ] = 0
+    idle_timeout: Annotated[
+        Duration, _doc("An instance idle this long is stopped (down to provisioned, else zero).")
+    ] = 600.0
+    env: Annotated[
+        dict[str, str],
+        _doc("Environment variables of the function (AWS's reserved names are refused); 4KiB at most."),
+    ] = {}
+    network: Annotated[
+        bool, _doc("false = instances get no network (their own network namespace, where the kernel allows).")
+    ] = True
+    max_event_age: Annotated[
+        Duration,
+        _doc("An asynchronous event not run within this is dropped to the dead-letter queue; 6h at most."),
+    ] = 6 * 3600.0
+    retries: Annotated[
+        int, Meta(ge=0, le=2), _doc("Retries of a failed asynchronous invocation (0 to 2), with back-off.")
+    ] = 2
+    dead_letter: Annotated[
+        str | None,
+        _doc("Queue that receives asynchronous events that failed for good; absent = the function's own."),
+    ] = None
+
+
+class Trigger(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Invokes a function on a schedule or with batches of messages from a queue."""
+
+    function: Annotated[str, _doc("Name of the [functions] entry invoked. Required.")]
+    schedule: Annotated[
+        str | None,
+        _doc('An EventBridge schedule: "rate(5 minutes)" or "cron(0 2 * * ? *)" (UTC).'),
+    ] = None
+    queue: Annotated[
+        str | None,
+        _doc(
+            "Name of the queue whose messages are delivered: a Redis stream when [store] redis is set, "
+            "else an embedded durable queue."
+        ),
+    ] = None
+    batch_size: Annotated[
+        int, Meta(ge=1, le=10000), _doc("Queue triggers: most messages in one invocation (1 to 10000).")
+    ] = 10
+    batch_window: Annotated[
+        Duration,
+        _doc("Queue triggers: how long to wait to fill a batch; 0 = send what is there; 5m at most."),
+    ] = 0.0
+    max_receive_count: Annotated[
+        int,
+        Meta(ge=1, le=1000),
+        _doc("Queue triggers: failed deliveries after which a message goes to the dead-letter stream."),
+    ] = 3
 
 
 class Product(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -295,7 +399,11 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     products: Annotated[dict[str, Product], _doc("API products that routes are grouped into.")] = {}
     upstreams: Annotated[dict[str, Upstream], _doc("Named upstream groups.")] = {}
     routes: Annotated[
-        list[Route], _doc("Routes: which requests go to which upstream or static response.")
+        list[Route], _doc("Routes: which requests go to which upstream, static response or function.")
+    ] = []
+    functions: Annotated[dict[str, Function], _doc("Functions the gateway runs, by name.")] = {}
+    triggers: Annotated[
+        list[Trigger], _doc("Schedules and queues that invoke functions without an HTTP request.")
     ] = []
     # The file the config was loaded from, as the user wrote it; set by the loader, not read from TOML.
     source: Annotated[str, LOADER_FILLED] = "<string>"
@@ -365,6 +473,7 @@ def parse_config(
         upstreams=_table_keys(document, "upstreams"),
         products=_table_keys(document, "products"),
         consumers=_table_keys(document, "consumers"),
+        functions=_table_keys(document, "functions"),
     )
     if rules.plugin_tables_complete:
         check_plugin_tables(rules.global_plugins, rules.route_plugins, issues, registry)
@@ -417,6 +526,8 @@ _SCHEMA_STRUCTS: tuple[type[msgspec.Struct], ...] = (
     HealthCheck,
     StaticResponse,
     Route,
+    Function,
+    Trigger,
 )
 
 

@@ -150,10 +150,11 @@ def interpolate_env(value: str, env: Mapping[str, str], path: str, issues: Issue
 
 # --- Struct decoding -----------------------------------------------------------------------------
 
-#: Called with a Struct built from the decoded fields, its key path, the issue list and the
+#: Called with a Struct built from the decoded fields, its key path, the issue list, the
 #: names of fields that failed to decode (left at their defaults; checks involving them
-#: should be skipped). Returns the Struct, possibly normalised.
-Validator = Callable[[Any, str, Issues, frozenset[str]], Any]
+#: should be skipped) and the names of fields the file set (so "only with X" rules can
+#: refuse a key even when it repeats its default). Returns the Struct, possibly normalised.
+Validator = Callable[[Any, str, Issues, frozenset[str], frozenset[str]], Any]
 
 
 def _unwrap(tp: Any) -> tuple[Any, tuple[Any, ...]]:
@@ -299,6 +300,7 @@ class StructDecoder:
         validator = self._validators.get(cls)
         if validator is not None:
             errors_before = len(self._issues)
-            built = validator(built, path, self._issues, frozenset(broken))
+            given = frozenset(info.name for info in fields if info.encode_name in raw)
+            built = validator(built, path, self._issues, frozenset(broken), given)
             valid = valid and len(self._issues) == errors_before
         return built if valid and not broken else INVALID

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from .config_decode import Issues, Validator, close_match_hint, key_path
+from .config_functions import FunctionChecker, check_aws_keys
 from .units import describe_value
 
 if TYPE_CHECKING:
@@ -45,6 +46,8 @@ _REDIS_SCHEMES = ("redis", "rediss", "unix")
 _REDIS_FORMS = 'a URL like "redis://127.0.0.1:6379/0", "rediss://host:6380/0" or "unix:///run/redis.sock"'
 _WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})
 _DEFAULT_ROUTE = "$default"
+# What can answer a route; exactly one per route.
+_ROUTE_HANDLERS = ("upstream", "static", "function")
 
 
 # --- addresses -----------------------------------------------------------------------------------
@@ -172,9 +175,21 @@ class RuleChecker:
         #: False when the global tables themselves failed to decode (e.g. an unset ${VAR}):
         #: routes merged with a partial global table would report phantom problems.
         self.plugin_tables_complete = True
+        self._functions = FunctionChecker()
 
     def validators(self) -> dict[type, Validator]:
-        from .config import Admin, Config, HealthCheck, Route, Server, StaticResponse, Store, Upstream
+        from .config import (
+            Admin,
+            Config,
+            Function,
+            HealthCheck,
+            Route,
+            Server,
+            StaticResponse,
+            Store,
+            Trigger,
+            Upstream,
+        )
         from .consumers import ConsumerConfig
 
         return {
@@ -187,16 +202,22 @@ class RuleChecker:
             HealthCheck: self.check_health,
             StaticResponse: self.check_static,
             Route: self.check_route,
+            Function: self._functions.check_function,
+            Trigger: self._functions.check_trigger,
         }
 
-    def check_config(self, config: Config, path: str, issues: Issues, broken: frozenset[str]) -> Config:
+    def check_config(
+        self, config: Config, path: str, issues: Issues, broken: frozenset[str], given: frozenset[str]
+    ) -> Config:
         if "plugins" in broken:
             self.plugin_tables_complete = False
         else:
             self.global_plugins = config.plugins
         return config
 
-    def check_server(self, server: Server, path: str, issues: Issues, broken: frozenset[str]) -> Server:
+    def check_server(
+        self, server: Server, path: str, issues: Issues, broken: frozenset[str], given: frozenset[str]
+    ) -> Server:
         self._check_listen(server.listen, key_path(path, "listen"), issues)
         if not server.access_log:
             issues.add(
@@ -214,7 +235,9 @@ class RuleChecker:
             self._listens[path] = None
             issues.add(path, str(exc))
 
-    def check_store(self, store: Store, path: str, issues: Issues, broken: frozenset[str]) -> Store:
+    def check_store(
+        self, store: Store, path: str, issues: Issues, broken: frozenset[str], given: frozenset[str]
+    ) -> Store:
         if store.redis is not None:
             problem = _redis_url_problem(store.redis)
             if problem is not None:
@@ -224,17 +247,26 @@ class RuleChecker:
             issues.add(key_path(path, "path"), 'expected a file path like "lambdagate.db", got ""')
         return store
 
-    def check_admin(self, admin: Admin, path: str, issues: Issues, broken: frozenset[str]) -> Admin:
+    def check_admin(
+        self, admin: Admin, path: str, issues: Issues, broken: frozenset[str], given: frozenset[str]
+    ) -> Admin:
         self._check_listen(admin.listen, key_path(path, "listen"), issues)
         # Never echo the token: error lines end up in logs.
         if not admin.token.strip():
             issues.add(key_path(path, "token"), "must not be empty (every admin request must present it)")
         elif any(char.isspace() or not char.isprintable() for char in admin.token):
             issues.add(key_path(path, "token"), "must not contain spaces or control characters")
+        if "aws_keys" not in broken:
+            check_aws_keys(admin.aws_keys, key_path(path, "aws_keys"), issues)
         return admin
 
     def check_consumer(
-        self, consumer: ConsumerConfig, path: str, issues: Issues, broken: frozenset[str]
+        self,
+        consumer: ConsumerConfig,
+        path: str,
+        issues: Issues,
+        broken: frozenset[str],
+        given: frozenset[str],
     ) -> ConsumerConfig:
         """The consumers module's own rules, then remember each credential for the uniqueness check."""
         from .consumers import consumer_config_problems, hashed_api_key
@@ -259,7 +291,7 @@ class RuleChecker:
         return consumer
 
     def check_upstream(
-        self, upstream: Upstream, path: str, issues: Issues, broken: frozenset[str]
+        self, upstream: Upstream, path: str, issues: Issues, broken: frozenset[str], given: frozenset[str]
     ) -> Upstream:
         if not upstream.targets:
             issues.add(key_path(path, "targets"), 'expected at least one target like "127.0.0.1:9000"')
@@ -281,7 +313,7 @@ class RuleChecker:
         return upstream
 
     def check_health(
-        self, health: HealthCheck, path: str, issues: Issues, broken: frozenset[str]
+        self, health: HealthCheck, path: str, issues: Issues, broken: frozenset[str], given: frozenset[str]
     ) -> HealthCheck:
         if not health.path.startswith("/"):
             issues.add(
@@ -294,7 +326,7 @@ class RuleChecker:
         return health
 
     def check_static(
-        self, static: StaticResponse, path: str, issues: Issues, broken: frozenset[str]
+        self, static: StaticResponse, path: str, issues: Issues, broken: frozenset[str], given: frozenset[str]
     ) -> StaticResponse:
         if static.body and (static.status in (204, 304)):
             issues.add(key_path(path, "body"), f"a {static.status} response cannot have a body")
@@ -316,14 +348,24 @@ class RuleChecker:
                 issues.add(header_path, "header values must not contain line breaks")
         return static
 
-    def check_route(self, route: Route, path: str, issues: Issues, broken: frozenset[str]) -> Route:
+    def check_route(
+        self, route: Route, path: str, issues: Issues, broken: frozenset[str], given: frozenset[str]
+    ) -> Route:
         errors_before = len(issues)
-        if broken & {"upstream", "static"}:
+        handlers = [name for name in _ROUTE_HANDLERS if getattr(route, name) is not None]
+        if broken & set(_ROUTE_HANDLERS):
             pass  # already reported; the handler check would only add noise
-        elif route.upstream is None and route.static is None:
-            issues.add(path, 'needs either upstream = "<name>" or static = { status = ..., body = ... }')
-        elif route.upstream is not None and route.static is not None:
-            issues.add(path, "has both upstream and static; a route has exactly one of them")
+        elif not handlers:
+            issues.add(
+                path,
+                'needs one of upstream = "<name>", static = { status = ..., body = ... } '
+                'or function = "<name>"',
+            )
+        elif len(handlers) > 1:
+            issues.add(
+                path,
+                f"has {' and '.join(handlers)}; a route has exactly one of upstream, static and function",
+            )
         if route.name is not None and not route.name.strip():
             issues.add(key_path(path, "name"), "must not be empty (leave it out to use the position)")
         params: tuple[str, ...] | None = None
@@ -338,12 +380,16 @@ class RuleChecker:
                     issues.add(
                         key_path(path, name), 'not allowed on the "$default" route (it matches everything)'
                     )
-        if route.static is not None:
+        if route.upstream is None and handlers:
             for name in ("strip_prefix", "rewrite"):
                 if getattr(route, name) is not None:
                     issues.add(key_path(path, name), "only applies to routes with an upstream")
             if route.preserve_host:
                 issues.add(key_path(path, "preserve_host"), "only applies to routes with an upstream")
+        if route.function is None and handlers and "payload" in given:
+            issues.add(key_path(path, "payload"), "only applies to routes with a function")
+        if "function" not in broken:
+            self._functions.note_route(route, path)
         if route.strip_prefix is not None:
             self._check_strip_prefix(route, key_path(path, "strip_prefix"), issues)
         if route.rewrite is not None:
@@ -415,11 +461,12 @@ class RuleChecker:
         upstreams: Iterable[str] = (),
         products: Iterable[str] = (),
         consumers: Iterable[str] = (),
+        functions: Iterable[str] = (),
     ) -> None:
-        """Names are well-formed and what routes refer to exists; nothing is claimed twice.
+        """Names are well-formed and what routes and triggers refer to exists; nothing is claimed twice.
 
-        Run after decoding, with the names defined in the file's [upstreams], [products]
-        and [consumers] tables.
+        Run after decoding, with the names defined in the file's [upstreams], [products],
+        [consumers] and [functions] tables.
         """
         names = sorted(upstreams)
         product_names = sorted(products)
@@ -447,6 +494,7 @@ class RuleChecker:
         self._check_listens_differ(issues)
         self._check_credentials_unique(issues)
         self._check_routes(names, issues)
+        self._functions.check_references(issues, functions)
 
     def _check_listens_differ(self, issues: Issues) -> None:
         from .config import Server

@@ -20,12 +20,14 @@ from gateway.config import (
     Config,
     ConfigError,
     ConsumerConfig,
+    Function,
     HealthCheck,
     Product,
     Route,
     Server,
     StaticResponse,
     Store,
+    Trigger,
     Upstream,
     config_json_schema,
     load_config,
@@ -35,6 +37,7 @@ from gateway.config import (
     route_path_params,
     route_plugin_configs,
 )
+from gateway.functions.schedule import parse_schedule
 from gateway.plugins import Plugin, PluginConfigError, PluginRegistry, Request, Response, default_registry
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,7 +45,7 @@ EXAMPLE = ROOT / "examples" / "gateway.toml"
 DOCS = ROOT / "docs" / "config.md"
 STRUCTS = (
     Config, Server, Store, Admin, ConsumerConfig, BasicCredential, Product, Upstream, HealthCheck,
-    StaticResponse, Route,
+    StaticResponse, Route, Function, Trigger,
 )  # fmt: skip
 LOADER_FILLED = {(Config, "source"), (Route, "index")}
 
@@ -267,6 +270,7 @@ def test_defaults_match_the_contract() -> None:
     )
     assert (route.strip_prefix, route.rewrite, route.preserve_host) == (None, None, False)
     assert (route.product, route.plugins) == (None, {})
+    assert (route.function, route.payload) == (None, "2.0")
     assert (config.store, config.admin, config.plugins, config.consumers, config.products) == (
         Store(redis=None, path="lambdagate.db"),
         None,
@@ -274,7 +278,26 @@ def test_defaults_match_the_contract() -> None:
         {},
         {},
     )
-    assert Admin(token="t") == Admin(listen="127.0.0.1:9901", token="t")
+    assert (config.functions, config.triggers) == ({}, [])
+    assert Admin(token="t") == Admin(listen="127.0.0.1:9901", token="t", aws_keys={})
+    assert Function(code="f") == Function(
+        code="f",
+        handler=None,
+        runtime="python",
+        timeout=3.0,
+        memory=128 * 1024**2,
+        concurrency=10,
+        provisioned=0,
+        idle_timeout=600.0,
+        env={},
+        network=True,
+        max_event_age=6 * 3600.0,
+        retries=2,
+        dead_letter=None,
+    )
+    assert Trigger(function="f") == Trigger(
+        function="f", schedule=None, queue=None, batch_size=10, batch_window=0.0, max_receive_count=3
+    )
     assert Product() == Product(subscription="open", description="")
     assert ConsumerConfig() == ConsumerConfig(keys=[], basic_auth=[], jwt_subjects=[], groups=[], metadata={})
 
@@ -443,8 +466,12 @@ def test_error_cases_are_distinct() -> None:
 
 
 @pytest.mark.parametrize("case", ERROR_CASES, ids=[case.name for case in ERROR_CASES])
-def test_error_line(case: ErrorCase) -> None:
-    """Each config in the corpus fails with exactly its one expected line (plugins: TEST_PLUGINS)."""
+def test_error_line(case: ErrorCase, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each config in the corpus fails with exactly its one expected line (plugins: TEST_PLUGINS).
+
+    Run from the repository root: function cases name code folders under tests/conformance.
+    """
+    monkeypatch.chdir(ROOT)
     assert errors_of(case.config) == [case.expect]
 
 
@@ -478,6 +505,8 @@ def test_docs_error_examples_are_real(tmp_path: Path, monkeypatch: pytest.Monkey
         )
     )
     produced.update(errors_of("[server]\nworkers = 1\nlisten = = 3\n"))
+    monkeypatch.chdir(ROOT)
+    produced.update(errors_of('[functions.hello]\ncode = "functions/helo"\nhandler = "app.handler"\n'))
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError) as caught:
         load_config("gateway.toml")
@@ -1058,6 +1087,14 @@ def test_example_validates_against_the_schema() -> None:
             "$.consumers.a.basic_auth[0].password: required",
         ),
         ({"store": {"redis": 1}}, "$.store.redis: matches no anyOf option"),
+        ({"functions": {"f": {"handler": "app.handler"}}}, "$.functions.f.code: required"),
+        ({"functions": {"f": {"code": ".", "runtime": "java"}}}, "$.functions.f.runtime: not in enum"),
+        ({"functions": {"f": {"code": ".", "timeout": 3}}}, "$.functions.f.timeout: not string"),
+        ({"functions": {"f": {"code": ".", "retries": 3}}}, "$.functions.f.retries: out of range"),
+        ({"routes": [{"path": "/", "payload": "3.0"}]}, "$.routes[0].payload: not in enum"),
+        ({"triggers": [{"queue": "q"}]}, "$.triggers[0].function: required"),
+        ({"triggers": [{"function": "f", "batch_size": 0}]}, "$.triggers[0].batch_size: out of range"),
+        ({"admin": {"token": "t", "aws_keys": {"AKIA": 1}}}, "$.admin"),
     ],
 )
 def test_schema_rejects_bad_documents(document: dict[str, Any], error: str) -> None:
@@ -1095,10 +1132,18 @@ def test_structs_have_the_contract_options() -> None:
 def test_contract_field_names() -> None:
     """The worker is written against these names; renaming one must fail here first."""
     assert public_fields(Config) == [
-        "server", "store", "admin", "plugins", "consumers", "products", "upstreams", "routes",
+        "server", "store", "admin", "plugins", "consumers", "products", "upstreams", "routes", "functions",
+        "triggers",
     ]  # fmt: skip
     assert public_fields(Store) == ["redis", "path"]
-    assert public_fields(Admin) == ["listen", "token"]
+    assert public_fields(Admin) == ["listen", "token", "aws_keys"]
+    assert public_fields(Function) == [
+        "code", "handler", "runtime", "timeout", "memory", "concurrency", "provisioned", "idle_timeout",
+        "env", "network", "max_event_age", "retries", "dead_letter",
+    ]  # fmt: skip
+    assert public_fields(Trigger) == [
+        "function", "schedule", "queue", "batch_size", "batch_window", "max_receive_count",
+    ]  # fmt: skip
     assert public_fields(Product) == ["subscription", "description"]
     assert public_fields(ConsumerConfig) == ["keys", "basic_auth", "jwt_subjects", "groups", "metadata"]
     assert public_fields(Server) == [
@@ -1114,8 +1159,296 @@ def test_contract_field_names() -> None:
         "path", "interval", "timeout", "healthy_threshold", "unhealthy_threshold", "expect_status",
     ]  # fmt: skip
     assert public_fields(Route) == [
-        "name", "path", "host", "methods", "upstream", "static", "strip_prefix", "rewrite", "preserve_host",
-        "product", "plugins",
+        "name", "path", "host", "methods", "upstream", "static", "function", "payload", "strip_prefix",
+        "rewrite", "preserve_host", "product", "plugins",
     ]  # fmt: skip
     assert public_fields(StaticResponse) == ["status", "body", "content_type", "headers"]
     assert dataclasses.is_dataclass(Config) is False  # msgspec Structs, not dataclasses
+
+
+# --- issue 4: functions, function routes, triggers, AWS access keys ------------------------------
+
+# The config from issue 4, verbatim.
+ISSUE4_CONFIG = """\
+[functions.hello]
+code = "examples/functions/hello"   # folder with the handler and its vendored dependencies
+handler = "app.handler"             # module.function for runtime "python"
+runtime = "python"                  # "python" (built in, preloaded) or "provided" (runs code/bootstrap)
+timeout = "3s"
+memory = "128MiB"
+concurrency = 8                     # most instances at once; beyond it requests wait, then are throttled
+provisioned = 1                     # instances kept warm
+idle_timeout = "10m"                # scale to zero after this
+env = { GREETING = "hello" }
+
+[[routes]]
+path = "/hello/{name}"
+methods = ["GET", "POST"]
+function = "hello"
+payload = "2.0"                     # API Gateway HTTP API event; "1.0" = REST API proxy event
+
+[[triggers]]
+function = "hello"
+schedule = "rate(5 minutes)"        # or "cron(0 2 * * ? *)", EventBridge syntax
+
+[[triggers]]
+function = "hello"
+queue = "orders"                    # a Redis stream when [store] redis is set, else an embedded durable queue
+batch_size = 10
+batch_window = "1s"
+max_receive_count = 3               # then the message goes to the queue's dead-letter stream
+
+[admin]
+listen = "127.0.0.1:9901"
+token = "${LAMBDAGATE_ADMIN_TOKEN}"
+aws_keys = { AKIALAMBDAGATE = "${LAMBDAGATE_AWS_SECRET}" }   # access key id -> secret, for SigV4-signed AWS SDK calls
+"""  # noqa: E501 (verbatim)
+ISSUE4_ENV = {"LAMBDAGATE_ADMIN_TOKEN": "admin-token", "LAMBDAGATE_AWS_SECRET": "aws-secret-0001"}
+FIXTURE_FUNCTIONS = ROOT / "tests" / "conformance" / "configs" / "functions"
+
+
+def _code_folder(root: Path, relative: str, files: dict[str, str]) -> Path:
+    folder = root / relative
+    for name, text in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text)
+    return folder
+
+
+def test_issue4_config_works_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The issue's block, verbatim, run where examples/functions/hello exists (as `make run` does)."""
+    folder = _code_folder(tmp_path, "examples/functions/hello", {"app.py": "def handler(e, c): ...\n"})
+    monkeypatch.chdir(tmp_path)
+    config = parse_config(ISSUE4_CONFIG, "gateway.toml", env=ISSUE4_ENV)
+    assert config.functions == {
+        "hello": Function(
+            code=str(folder),  # stored absolute: later chdirs cannot move it
+            handler="app.handler",
+            runtime="python",
+            timeout=3.0,
+            memory=128 * 1024**2,
+            concurrency=8,
+            provisioned=1,
+            idle_timeout=600.0,
+            env={"GREETING": "hello"},
+        )
+    }
+    (route,) = config.routes
+    assert (route.function, route.payload, route.upstream, route.static) == ("hello", "2.0", None, None)
+    assert route.methods == ["GET", "POST"]
+    assert config.triggers == [
+        Trigger(function="hello", schedule="rate(5 minutes)"),
+        Trigger(function="hello", queue="orders", batch_size=10, batch_window=1.0, max_receive_count=3),
+    ]
+    assert config.admin == Admin(
+        listen="127.0.0.1:9901", token="admin-token", aws_keys={"AKIALAMBDAGATE": "aws-secret-0001"}
+    )
+
+
+def test_issue4_config_needs_its_folder_and_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert errors_of(ISSUE4_CONFIG, env={"LAMBDAGATE_ADMIN_TOKEN": "t"}) == [
+        "gateway.toml: admin.aws_keys.AKIALAMBDAGATE: "
+        'environment variable "LAMBDAGATE_AWS_SECRET" is not set '
+        "(write ${LAMBDAGATE_AWS_SECRET:-default} to give a default)",
+        'gateway.toml: functions.hello.code: no folder "examples/functions/hello" '
+        "(relative paths start at the working directory)",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("handler", "files"),
+    [
+        ("app.handler", {"app.py": ""}),
+        ("app.handler", {"app/__init__.py": ""}),
+        ("app.handler", {"app/README": ""}),  # a namespace package
+        ("app.handler", {"app.cpython-311-x86_64-linux-gnu.so": ""}),
+        ("app.handler", {"app.pyc": ""}),
+        ("src.app.main", {"src/app.py": ""}),
+        ("src/app.main", {"src/app.py": ""}),  # AWS's Python runtime reads "/" as "."
+        ("_private.lambda_handler", {"_private.py": ""}),
+    ],
+)
+def test_python_handler_forms(
+    handler: str, files: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _code_folder(tmp_path, "fn", files)
+    monkeypatch.chdir(tmp_path)
+    config = parse_config(f'[functions.f]\ncode = "fn"\nhandler = "{handler}"\n', env={})
+    assert config.functions["f"].handler == handler
+
+
+def test_code_paths_absolute_and_with_env(tmp_path: Path) -> None:
+    folder = _code_folder(tmp_path, "fn", {"app.py": ""})
+    config = parse_config(
+        '[functions.a]\ncode = "${FN_DIR}"\nhandler = "app.handler"\n'
+        f'[functions.b]\ncode = "{folder}/"\nhandler = "app.handler"\n',
+        env={"FN_DIR": str(folder)},
+    )
+    assert config.functions["a"].code == str(folder)
+    assert config.functions["b"].code == str(folder)  # normalised
+
+
+def test_provided_runtime() -> None:
+    """A provided function needs an executable bootstrap; its handler is free-form and optional."""
+    provided = FIXTURE_FUNCTIONS / "provided"
+    config = parse_config(
+        f'[functions.p]\ncode = "{provided}"\nruntime = "provided"\n'
+        f'[functions.q]\ncode = "{provided}"\nruntime = "provided"\nhandler = "function.handler"\n'
+        f'[functions.r]\ncode = "{provided}"\nruntime = "provided"\nhandler = "anything goes"\n',
+        env={},
+    )
+    assert [function.handler for function in config.functions.values()] == [
+        None,
+        "function.handler",
+        "anything goes",
+    ]
+    assert {function.runtime for function in config.functions.values()} == {"provided"}
+
+
+HELLO = f'[functions.hello]\ncode = "{FIXTURE_FUNCTIONS / "hello"}"\nhandler = "app.handler"\n'
+
+
+def test_function_limits_at_their_bounds() -> None:
+    config = parse_config(
+        HELLO
+        + 'timeout = "15m"\nmemory = "10GiB"\nconcurrency = 1000\nprovisioned = 1000\nidle_timeout = "1ms"\n'
+        + 'max_event_age = "6h"\nretries = 0\nnetwork = false\ndead_letter = "hello.failed-1"\n'
+        + f'env = {{ A = "{"x" * 4092}", B_2 = "" }}\n',  # 4096 bytes with the names
+        env={},
+    )
+    hello = config.functions["hello"]
+    assert (hello.timeout, hello.memory, hello.concurrency, hello.provisioned) == (
+        900.0,
+        10 * 1024**3,
+        1000,
+        1000,
+    )
+    assert (hello.idle_timeout, hello.max_event_age, hello.retries) == (0.001, 21600.0, 0)
+    assert (hello.network, hello.dead_letter) == (False, "hello.failed-1")
+    memory = parse_config(HELLO + 'memory = "1536MiB"\n', env={}).functions["hello"].memory
+    assert memory == 1536 * 1024**2
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        "rate(1 minute)",
+        "rate(5 minutes)",
+        "rate(1 hour)",
+        "rate(7 days)",
+        "rate(10 seconds)",  # lambdagate's own extension, for tests and demos
+        "cron(0 2 * * ? *)",
+        "cron(0/15 8-17 ? * MON-FRI *)",
+        "cron(0 9 ? * 6#3 *)",
+        "at(2030-01-01T09:00:00)",
+    ],
+)
+def test_schedules(schedule: str) -> None:
+    config = parse_config(HELLO + f'[[triggers]]\nfunction = "hello"\nschedule = "{schedule}"\n', env={})
+    assert config.triggers == [Trigger(function="hello", schedule=schedule)]
+
+
+def test_function_routes_and_triggers_together() -> None:
+    config = parse_config(
+        HELLO
+        + """
+[[routes]]
+path = "/v1/{proxy+}"
+function = "hello"
+payload = "1.0"
+
+[[routes]]
+path = "/v2/{proxy+}"
+function = "hello"
+
+[[triggers]]
+function = "hello"
+queue = "orders"
+
+[[triggers]]
+function = "hello"
+queue = "orders.dlq"
+batch_size = 10000
+batch_window = "5m"
+max_receive_count = 1000
+
+[[triggers]]
+function = "hello"
+schedule = "rate(1 hour)"
+""",
+        env={},
+    )
+    assert [(route.function, route.payload) for route in config.routes] == [
+        ("hello", "1.0"),
+        ("hello", "2.0"),
+    ]
+    assert config.triggers[0] == Trigger(function="hello", queue="orders")
+    assert config.triggers[1] == Trigger(
+        function="hello", queue="orders.dlq", batch_size=10000, batch_window=300.0, max_receive_count=1000
+    )
+
+
+def test_issue4_errors_are_reported_at_once_without_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(ValueError) as bad_rate:
+        parse_schedule("rate(0 minutes)")
+    errors = errors_of(
+        """
+[admin]
+token = "t"
+aws_keys = { AKIAGOOD = "good secret", akia_bad = "" }
+
+[functions.hello]
+code = "tests/conformance/configs/functions/hello"
+timeout = "16m"
+concurrency = 2
+provisioned = 5
+env = { AWS_SECRET_ACCESS_KEY = "secret-env-value", OK = "x" }
+
+[functions.worker]
+code = "nowhere"
+handler = "app.handler"
+runtime = "provided"
+
+[[routes]]
+path = "/a"
+function = "helo"
+
+[[routes]]
+path = "/b"
+static = {}
+payload = "1.0"
+
+[[triggers]]
+function = "hello"
+schedule = "rate(0 minutes)"
+batch_window = "1s"
+
+[[triggers]]
+function = "worker"
+"""
+    )
+    assert errors == [
+        "gateway.toml: admin.aws_keys.AKIAGOOD: "
+        "the secret access key must not contain spaces or control characters",
+        "gateway.toml: admin.aws_keys.akia_bad: access key ids are 1 to 128 upper-case letters and digits, "
+        'like "AKIAIOSFODNN7EXAMPLE"',
+        "gateway.toml: admin.aws_keys.akia_bad: the secret access key must not be empty",
+        "gateway.toml: routes[1].payload: only applies to routes with a function",
+        'gateway.toml: functions.hello.handler: missing required key (runtime "python" needs handler = '
+        '"module.function", e.g. "app.handler")',
+        'gateway.toml: functions.hello.timeout: expected at most "15m" (Lambda\'s limit), got "16m"',
+        "gateway.toml: functions.hello.provisioned: expected at most concurrency (2), got 5",
+        "gateway.toml: functions.hello.env.AWS_SECRET_ACCESS_KEY: is reserved: the gateway sets it for every "
+        "function, as Lambda does",
+        'gateway.toml: functions.worker.code: no folder "nowhere" '
+        "(relative paths start at the working directory)",
+        f"gateway.toml: triggers[0].schedule: {bad_rate.value}",  # the schedule parser's own words
+        "gateway.toml: triggers[0].batch_window: only applies to queue triggers",
+        'gateway.toml: triggers[1]: needs either schedule = "rate(...)" or "cron(...)", or queue = "<name>"',
+        'gateway.toml: routes[0].function: no function named "helo" (did you mean "hello"?)',
+    ]
+    assert not [line for line in errors if "secret-env-value" in line or "good secret" in line]
