@@ -338,9 +338,6 @@ cdef class Gateway:
             c >>= 4
         return PyBytes_FromStringAndSize(buf, 32)
 
-    def request_id(self):
-        return self.next_request_id()
-
     def drain(self):
         """Stop keeping connections alive; the future resolves once every connection is gone."""
         cdef HttpConnection conn

@@ -162,17 +162,6 @@ cdef class UpstreamPool:
             else:
                 raise ValueError(f"hash_on must be header:NAME, cookie:NAME or ip, got {hash_on!r}")
 
-    @property
-    def hashing(self):
-        return ("none", "header", "cookie", "ip")[self.hash_source]
-
-    @property
-    def hash_key_name(self):
-        return self.hash_name
-
-    def idle_count(self):
-        return sum(len(conns) for conns in self.idle.values())
-
     cdef int acquire(self, ProxyClient client, object hash_key, Target exclude, bint fresh):
         cdef double now = monotonic()
         cdef UpstreamConnection up
@@ -773,8 +762,3 @@ cdef bint _listed_in_connection(ResponseParser rp, const char* base, Header* h) 
             if token_in_list(base + c.value.off, c.value.len, base + h.name.off, h.name.len):
                 return True
     return False
-
-
-def token_in_list_py(bytes lst, bytes tok):
-    """Python access to the Connection-list matcher (tests)."""
-    return token_in_list(lst, len(lst), tok, len(tok))

@@ -612,7 +612,7 @@ def test_config_is_shown_with_secrets_redacted(store_backend: StoreBackend) -> N
             assert secret not in text
         assert shown["consumers"]["carol"]["keys"] == ["<redacted>"]
         assert shown["consumers"]["carol"]["groups"] == ["partners"]
-        assert shown["admin"] == {"listen": "127.0.0.1:9901", "token": "<redacted>"}
+        assert shown["admin"] == {"listen": "127.0.0.1:9901", "token": "<redacted>", "aws_keys": {}}
         assert shown["store"]["redis"] == "redis://:<redacted>@127.0.0.1:6379/0"
         assert shown["products"]["billing"]["subscription"] == "approval"
         assert shown["routes"][0]["path"] == "/api/{proxy+}"
@@ -708,3 +708,18 @@ def test_admin_changes_survive_a_restart(store_backend: StoreBackend) -> None:
             await store.close()
 
     asyncio.run(main())
+
+
+def test_secret_maps_are_redacted_value_by_value() -> None:
+    from gateway.admin.redact import redact_config
+
+    shown = redact_config(
+        {
+            "admin": {"aws_keys": {"AKIALAMBDAGATE": "aws-secret"}},
+            "functions": {"hello": {"env": {"STRIPE_KEY": "sk_live_1", "EMPTY": ""}, "timeout": 3.0}},
+        }
+    )
+    assert shown == {
+        "admin": {"aws_keys": {"AKIALAMBDAGATE": "<redacted>"}},
+        "functions": {"hello": {"env": {"STRIPE_KEY": "<redacted>", "EMPTY": ""}, "timeout": 3.0}},
+    }
