@@ -47,6 +47,7 @@ __all__ = [
     "async_queue_name",
     "decide",
     "default_consumer_name",
+    "error_document",
 ]
 
 Runner = Callable[[str, bytes], Awaitable[InvokeOutcome]]
@@ -130,7 +131,7 @@ def decide(
     if outcome is not None and outcome.function_error is None:
         return Decision(settlement=Settlement.ACK)
     if outcome is not None:
-        error = _error_document(outcome)
+        error = error_document(outcome)
         if attempts > policy.max_retries:
             return _dead(RETRIES_EXHAUSTED, error, attempts)
         delay = policy.retry_delays[min(attempts - 1, len(policy.retry_delays) - 1)]
@@ -150,7 +151,9 @@ def _dead(condition: str, error: dict[str, Any], attempts: int) -> Decision:
     return Decision(settlement=Settlement.DEAD_LETTER, condition=condition, error=error, attempts=attempts)
 
 
-def _error_document(outcome: InvokeOutcome) -> dict[str, Any]:
+def error_document(outcome: InvokeOutcome) -> dict[str, Any]:
+    """A failed outcome's error document (``{"errorType", "errorMessage", ...}``), made up when
+    the payload is not a JSON object."""
     try:
         document = msgspec.json.decode(outcome.payload)
     except msgspec.DecodeError:
