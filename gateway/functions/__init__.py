@@ -1,0 +1,1 @@
+"""Lambda-compatible functions: sandboxed instances, AWS's Runtime API and per-function pools."""

@@ -1,0 +1,536 @@
+"""The instances of one function: scale from zero to ``concurrency`` on demand, keep
+``provisioned`` warm, reap idle ones, queue and throttle beyond concurrency, and turn what
+happened to an invocation into AWS's result (response, function error, timeout, crash, OOM).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass
+from typing import Literal
+
+import msgspec
+
+from gateway.functions.logcapture import (
+    LogLine,
+    LogSink,
+    billed_duration_ms,
+    end_line,
+    report_line,
+    start_line,
+    timestamp,
+)
+from gateway.functions.runtime_api import Invocation
+from gateway.functions.sandbox import Instance, SandboxError, SandboxLimits, SandboxParent, start_instance
+from gateway.functions.spec import FunctionSpec, MiB
+from gateway.logs import log
+
+# Error types a runtime reports when the sandbox ran out of memory (ours, and a Python
+# MemoryError from AWS's client): the instance is replaced, as Lambda replaces an OOM-killed one.
+OUT_OF_MEMORY_TYPES = frozenset({"Runtime.OutOfMemory", "MemoryError"})
+UNHANDLED = "Unhandled"
+
+ResultStatus = Literal["success", "error", "timeout"]
+
+
+class TooManyRequests(Exception):
+    """Every instance is busy and the wait for one ran out (or the queue is full)."""
+
+    def __init__(
+        self, function: str, reason: str = "ReservedFunctionConcurrentInvocationLimitExceeded"
+    ) -> None:
+        super().__init__("Rate Exceeded.")
+        self.function = function
+        self.reason = reason
+
+
+class FunctionUnavailable(Exception):
+    """The function's sandbox cannot run (it cannot start, or the pool is closed)."""
+
+
+@dataclass(frozen=True)
+class InvocationResult:
+    """What an invocation produced, with everything the Invoke API and HTTP routes report."""
+
+    request_id: str
+    payload: bytes  # the response, or the error document when function_error is set
+    function_error: str | None  # "Unhandled" on failure: the X-Amz-Function-Error value
+    error_type: str | None
+    status: ResultStatus
+    log_tail: bytes  # the end (4 KB) of START ... END, REPORT, for X-Amz-Log-Type: Tail
+    duration_ms: float
+    billed_duration_ms: int
+    init_duration_ms: float | None  # set on a cold start
+    max_memory_mb: int
+    content_type: str = "application/json"
+
+    def error(self) -> dict[str, object] | None:
+        """The decoded error document ({errorType, errorMessage, stackTrace, ...}), if failed."""
+        if self.function_error is None:
+            return None
+        try:
+            decoded = msgspec.json.decode(self.payload)
+        except msgspec.DecodeError:
+            return {"errorType": self.error_type, "errorMessage": self.payload.decode("utf-8", "replace")}
+        return decoded if isinstance(decoded, dict) else {"errorType": self.error_type}
+
+
+@dataclass(frozen=True)
+class PoolMetrics:
+    function: str
+    invocations: int
+    errors: int
+    throttles: int
+    timeouts: int
+    cold_starts: int
+    duration_ms_total: float
+    duration_ms_max: float
+    init_duration_ms_total: float
+    max_memory_mb: int
+    instances: int  # concurrent instances, starting or running
+    busy: int
+    idle: int
+    waiting: int  # invocations queued for an instance
+    last_error: str | None
+
+
+def default_sink(line: LogLine) -> None:
+    log("info", line.message, function=line.function, instance=line.instance, request_id=line.request_id)
+
+
+def describe_exit(status: int) -> str:
+    """os.waitpid status as Lambda words it ("exit status 3", "signal: killed")."""
+    if os.WIFSIGNALED(status):
+        signum = os.WTERMSIG(status)
+        name = signal.strsignal(signum) or f"signal {signum}"
+        return f"signal: {name.lower()}"
+    return f"exit status {os.WEXITSTATUS(status)}"
+
+
+def _error_document(error_type: str, message: str) -> bytes:
+    return msgspec.json.encode({"errorType": error_type, "errorMessage": message})
+
+
+class FunctionPool:
+    """Instances of one function in this worker.
+
+    ``invoke`` takes an idle instance (the most recently used, so that others go idle and are
+    reaped), or starts one while fewer than ``concurrency`` exist, or waits at most
+    ``queue_timeout`` in a queue of at most ``max_queue`` invocations, else raises
+    TooManyRequests.
+    """
+
+    def __init__(
+        self,
+        spec: FunctionSpec,
+        *,
+        region: str = "us-east-1",
+        account_id: str = "000000000000",
+        limits: SandboxLimits | None = None,
+        max_queue: int = 100,
+        queue_timeout: float = 5.0,
+        init_timeout: float = 10.0,
+        sink: LogSink = default_sink,
+        max_log_bytes: int = 262144,
+    ) -> None:
+        self.spec = spec
+        self.region = region
+        self.arn = spec.arn(region, account_id)
+        self.limits = limits or SandboxLimits()
+        self.max_queue = max_queue
+        self.queue_timeout = queue_timeout
+        self.init_timeout = init_timeout
+        self.sink = sink
+        self.max_log_bytes = max_log_bytes
+        self.parent: SandboxParent | None = None
+        self.instances: set[Instance] = set()
+        self.idle: list[Instance] = []
+        self.starting = 0
+        self.closed = False
+        self._waiters: deque[asyncio.Future[Instance | None]] = deque()
+        self._parent_lock = asyncio.Lock()
+        self._numbers = 0
+        self._reaper: asyncio.Task[None] | None = None
+        self._deadlines: dict[str, asyncio.TimerHandle] = {}
+        self._expired: dict[str, asyncio.Future[str]] = {}
+        self._background: set[asyncio.Task[None]] = set()
+        # metrics
+        self.invocations = self.errors = self.throttles = self.timeouts = self.cold_starts = 0
+        self.duration_total = self.duration_max = self.init_total = 0.0
+        self.max_memory_mb = 0
+        self.last_error: str | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the sandbox parent and the provisioned instances; reap idle ones from now on."""
+        await self._ensure_parent()
+        await self._top_up()
+        interval = max(0.05, min(1.0, self.spec.idle_timeout / 4))
+        self._reaper = asyncio.get_running_loop().create_task(self._reap_forever(interval))
+
+    async def close(self) -> None:
+        self.closed = True
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(FunctionUnavailable(f"function {self.spec.name} is shutting down"))
+        for instance in list(self.instances):
+            instance.kill()
+        await asyncio.gather(*(instance.close() for instance in list(self.instances)))
+        self.instances.clear()
+        self.idle.clear()
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        if self.parent is not None:
+            await self.parent.close()
+
+    async def _ensure_parent(self) -> SandboxParent:
+        async with self._parent_lock:
+            if self.parent is not None and self.parent.alive:
+                return self.parent
+            if self.closed:
+                raise FunctionUnavailable(f"function {self.spec.name} is shut down")
+            if self.parent is not None:
+                await self.parent.close()
+            parent = SandboxParent(
+                self.spec,
+                region=self.region,
+                limits=self.limits,
+                sink=self.sink,
+                provisioned=self.spec.provisioned > 0,
+            )
+            try:
+                await parent.start()
+            except (SandboxError, TimeoutError) as exc:
+                raise FunctionUnavailable(str(exc)) from exc
+            self.parent = parent
+            return parent
+
+    async def _new_instance(self) -> Instance:
+        """Start an instance (counted in `starting` until it exists)."""
+        self.starting += 1
+        try:
+            parent = await self._ensure_parent()
+            self._numbers += 1
+            try:
+                instance = await start_instance(
+                    parent,
+                    self._numbers,
+                    sink=self.sink,
+                    on_delivered=self._delivered,
+                    max_log_bytes=self.max_log_bytes,
+                )
+            except (SandboxError, TimeoutError, OSError) as exc:
+                raise FunctionUnavailable(f"cannot start an instance of {self.spec.name}: {exc}") from exc
+        finally:
+            self.starting -= 1
+        self.instances.add(instance)
+        instance.exited.add_done_callback(lambda _f: self._exited_while_idle(instance))
+        return instance
+
+    def _exited_while_idle(self, instance: Instance) -> None:
+        if instance.state == "idle" and instance in self.instances:
+            self.idle.remove(instance)
+            self._discard(instance)
+
+    def _discard(self, instance: Instance) -> None:
+        """The instance is gone or must go: close it in the background, free its slot."""
+        self.instances.discard(instance)
+        if instance in self.idle:
+            self.idle.remove(instance)
+        instance.state = "dead"
+        instance.kill()
+        task = asyncio.get_running_loop().create_task(instance.close())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        self._hand_over(None)  # a waiter may start an instance in the freed slot
+
+    async def _top_up(self) -> None:
+        """Keep `provisioned` instances (idle and ready)."""
+        missing = self.spec.provisioned - len(self.instances) - self.starting
+        if missing <= 0 or self.closed:
+            return
+        results = await asyncio.gather(
+            *(self._new_instance() for _ in range(missing)), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, Instance):
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(result.ready), self.init_timeout)
+                self._release(result)
+            elif isinstance(result, BaseException):
+                log(
+                    "warning",
+                    "provisioned instance failed to start",
+                    function=self.spec.name,
+                    error=str(result),
+                )
+
+    async def _reap_forever(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            surplus = len(self.instances) - self.spec.provisioned
+            # Oldest idle first: the idle list is in release order.
+            for instance in list(self.idle):
+                if surplus <= 0:
+                    break
+                if now - instance.idle_since >= self.spec.idle_timeout:
+                    self._discard(instance)
+                    surplus -= 1
+            try:
+                await self._top_up()
+            except FunctionUnavailable as exc:
+                log("warning", "cannot keep provisioned instances", function=self.spec.name, error=str(exc))
+
+    # -- acquiring instances -----------------------------------------------------------------
+
+    def _hand_over(self, instance: Instance | None) -> bool:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(instance)
+                return True
+        return False
+
+    def _release(self, instance: Instance) -> None:
+        if instance.state == "dead" or instance.exited.done() or self.closed:
+            self._discard(instance)
+            return
+        if self._hand_over(instance):
+            return
+        instance.state = "idle"
+        instance.idle_since = time.monotonic()
+        self.idle.append(instance)
+
+    async def _acquire(self, queue_timeout: float) -> Instance:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + queue_timeout
+        while True:
+            if self.closed:
+                raise FunctionUnavailable(f"function {self.spec.name} is shut down")
+            while self.idle:
+                instance = self.idle.pop()
+                if not instance.exited.done():
+                    return instance
+                self._discard(instance)
+            if len(self.instances) + self.starting < self.spec.concurrency:
+                return await self._new_instance()
+            if len(self._waiters) >= self.max_queue:
+                self.throttles += 1
+                raise TooManyRequests(self.spec.name)
+            waiter: asyncio.Future[Instance | None] = loop.create_future()
+            self._waiters.append(waiter)
+            try:
+                got = await asyncio.wait_for(waiter, max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                self.throttles += 1
+                raise TooManyRequests(self.spec.name) from None
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                    handed = waiter.result()
+                    if handed is not None:
+                        self._release(handed)
+                    else:
+                        self._hand_over(None)
+                raise
+            if got is not None:
+                return got
+
+    # -- invoking ----------------------------------------------------------------------------
+
+    async def invoke(
+        self,
+        payload: bytes,
+        *,
+        request_id: str | None = None,
+        client_context: str | None = None,
+        cognito_identity: str | None = None,
+        trace_id: str | None = None,
+        timeout: float | None = None,
+        queue_timeout: float | None = None,
+    ) -> InvocationResult:
+        """Run the function on payload (a JSON document). ``timeout`` shortens the function's
+        own run time limit; ``queue_timeout`` overrides how long to wait for a free instance."""
+        request_id = request_id or str(uuid.uuid4())
+        run_timeout = self.spec.timeout if timeout is None else min(timeout, self.spec.timeout)
+        instance = await self._acquire(self.queue_timeout if queue_timeout is None else queue_timeout)
+        invocation = Invocation(
+            request_id, payload, self.arn, run_timeout, trace_id, client_context, cognito_identity
+        )
+        try:
+            result = await self._run(instance, invocation)
+        finally:
+            self._release(instance)
+        self._count(result)
+        return result
+
+    def _delivered(self, instance: Instance, invocation: Invocation) -> None:
+        """The runtime has the event: the run-time clock starts (Lambda-Runtime-Deadline-Ms)."""
+        expired = self._expired.get(invocation.request_id)
+        if expired is None:
+            return
+        init_timer = self._deadlines.pop(invocation.request_id, None)
+        if init_timer is not None:
+            init_timer.cancel()
+        self._deadlines[invocation.request_id] = asyncio.get_running_loop().call_later(
+            invocation.timeout, _expire, expired, "timeout"
+        )
+
+    async def _run(self, instance: Instance, invocation: Invocation) -> InvocationResult:
+        loop = asyncio.get_running_loop()
+        cold = instance.invocations == 0
+        instance.state = "busy"
+        instance.invocations += 1
+        invocation.outcome = loop.create_future()
+        expired: asyncio.Future[str] = loop.create_future()
+        self._expired[invocation.request_id] = expired
+        capture = instance.capture
+        capture.begin(invocation.request_id)
+        capture.note(start_line(invocation.request_id))
+        if instance.ready_at is None:
+            self._deadlines[invocation.request_id] = loop.call_later(
+                self.init_timeout, _expire, expired, "init"
+            )
+        try:
+            instance.channel.assign(invocation)
+            watched: set[asyncio.Future[object]] = {invocation.outcome, instance.exited, expired}  # type: ignore[arg-type]
+            await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            timer = self._deadlines.pop(invocation.request_id, None)
+            if timer is not None:
+                timer.cancel()
+            self._expired.pop(invocation.request_id, None)
+        now = time.perf_counter()
+        duration_ms = 0.0 if invocation.delivered_at is None else (now - invocation.delivered_at) * 1000
+        memory = instance.sample_memory()
+        request_id = invocation.request_id
+        reply = invocation.outcome.result() if invocation.outcome.done() else None
+        status: ResultStatus = "success"
+        error_type: str | None = None
+        payload = b""
+        content_type = "application/json"
+        if reply is not None and reply.kind == "response":
+            payload, content_type = reply.body, reply.content_type
+            if reply.retire:
+                instance.state = "dead"
+        elif reply is not None and reply.error_type in OUT_OF_MEMORY_TYPES:
+            status, error_type = "error", "Runtime.OutOfMemory"
+            payload = _error_document(
+                error_type, f"RequestId: {request_id} Error: Runtime exited with error: signal: killed"
+            )
+            instance.state = "dead"
+            instance.kill()
+            capture.note(
+                f"RequestId: {request_id} Error: Runtime exited with error: signal: killed\n{error_type}"
+            )
+        elif reply is not None:
+            status, error_type, payload = "error", reply.error_type or "Runtime.Unknown", reply.body
+            if reply.kind == "init_error" or reply.retire:
+                instance.state = "dead"
+                instance.kill()
+        elif expired.done():
+            # Deadline: kill exactly the instance holding this invocation.
+            instance.state = "dead"
+            instance.kill()
+            limit = invocation.timeout if expired.result() == "timeout" else self.init_timeout
+            duration_ms = limit * 1000
+            status, error_type = "timeout", "Sandbox.Timedout"
+            payload = _error_document(
+                error_type, f"RequestId: {request_id} Error: Task timed out after {limit:.2f} seconds"
+            )
+            capture.note(f"{timestamp()} {request_id} Task timed out after {limit:.2f} seconds")
+        else:
+            instance.state = "dead"
+            exit_status = instance.exited.result()
+            reason = (
+                "Runtime exited without providing a reason"
+                if exit_status == 0
+                else f"Runtime exited with error: {describe_exit(exit_status)}"
+            )
+            status, error_type = "error", "Runtime.ExitError"
+            payload = _error_document(error_type, f"RequestId: {request_id} Error: {reason}")
+            capture.note(f"RequestId: {request_id} Error: {reason}\n{error_type}")
+        if instance.state != "dead" and (
+            instance.cpu_seconds() > 0.8 * self.limits.cpu_seconds or memory > self.spec.memory
+        ):
+            instance.state = "dead"  # retire it before a limit kills it in the middle of an invocation
+        init_ms = instance.init_duration_ms if cold else None
+        max_memory_mb = max(1, -(-memory // MiB))
+        capture.note(end_line(request_id))
+        capture.note(
+            report_line(
+                request_id,
+                duration_ms=duration_ms,
+                memory_mb=self.spec.memory_mb,
+                max_memory_mb=max_memory_mb,
+                init_duration_ms=init_ms,
+                status=None if status == "success" else status,
+                error_type=error_type if status == "error" else None,
+            )
+        )
+        tail = capture.finish()
+        capture.begin(None)
+        return InvocationResult(
+            request_id=request_id,
+            payload=payload,
+            function_error=None if status == "success" else UNHANDLED,
+            error_type=error_type,
+            status=status,
+            log_tail=tail,
+            duration_ms=duration_ms,
+            billed_duration_ms=billed_duration_ms(duration_ms),
+            init_duration_ms=init_ms,
+            max_memory_mb=max_memory_mb,
+            content_type=content_type,
+        )
+
+    def _count(self, result: InvocationResult) -> None:
+        self.invocations += 1
+        self.duration_total += result.duration_ms
+        self.duration_max = max(self.duration_max, result.duration_ms)
+        self.max_memory_mb = max(self.max_memory_mb, result.max_memory_mb)
+        if result.init_duration_ms is not None:
+            self.cold_starts += 1
+            self.init_total += result.init_duration_ms
+        if result.status != "success":
+            self.errors += 1
+            self.last_error = result.error_type
+        if result.status == "timeout":
+            self.timeouts += 1
+
+    def snapshot(self) -> PoolMetrics:
+        busy = sum(1 for instance in self.instances if instance.state == "busy")
+        return PoolMetrics(
+            function=self.spec.name,
+            invocations=self.invocations,
+            errors=self.errors,
+            throttles=self.throttles,
+            timeouts=self.timeouts,
+            cold_starts=self.cold_starts,
+            duration_ms_total=self.duration_total,
+            duration_ms_max=self.duration_max,
+            init_duration_ms_total=self.init_total,
+            max_memory_mb=self.max_memory_mb,
+            instances=len(self.instances) + self.starting,
+            busy=busy,
+            idle=len(self.idle),
+            waiting=sum(1 for waiter in self._waiters if not waiter.done()),
+            last_error=self.last_error,
+        )
+
+
+def _expire(expired: asyncio.Future[str], why: str) -> None:
+    if not expired.done():
+        expired.set_result(why)

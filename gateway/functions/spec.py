@@ -1,0 +1,36 @@
+"""What the gateway needs to know about one function (built from its [functions.NAME] table)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+MiB = 1024 * 1024
+
+RuntimeName = Literal["python", "provided"]
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    """One function. Durations in seconds, memory in bytes; AWS's defaults (3 s, 128 MiB)."""
+
+    name: str
+    code: Path  # folder with the handler (python) or an executable ``bootstrap`` (provided)
+    handler: str = "app.handler"  # module.function for "python"; passed as _HANDLER to "provided"
+    runtime: RuntimeName = "python"
+    timeout: float = 3.0
+    memory: int = 128 * MiB
+    concurrency: int = 8  # most instances at once
+    provisioned: int = 0  # instances kept warm
+    idle_timeout: float = 600.0  # an idle instance above `provisioned` is stopped after this
+    env: Mapping[str, str] = field(default_factory=dict)
+    network: bool = True  # False: the instances get a network namespace with only loopback
+
+    @property
+    def memory_mb(self) -> int:
+        return self.memory // MiB
+
+    def arn(self, region: str, account_id: str) -> str:
+        return f"arn:aws:lambda:{region}:{account_id}:function:{self.name}"
