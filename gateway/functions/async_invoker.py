@@ -226,6 +226,9 @@ class AsyncInvoker:
         self._stopping = False
         while not self._stopping:
             await self._slots.acquire()
+            if self._stopping:  # stop() came while every slot was busy
+                self._slots.release()
+                break
             free = 1
             while free < self.policy.concurrency and not self._slots.locked():
                 await self._slots.acquire()

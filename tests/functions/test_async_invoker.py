@@ -261,6 +261,39 @@ def test_concurrency_bounds_the_events_running_at_once(queue_backend: QueueBacke
     serving(queue_backend, run, scenario, msgspec.structs.replace(FAST, concurrency=3))
 
 
+def test_stop_finishes_the_running_event_and_claims_no_more(queue_backend: QueueBackend) -> None:
+    started: list[bytes] = []
+    finished: list[bytes] = []
+
+    async def run(function: str, payload: bytes) -> InvokeOutcome:
+        started.append(payload)
+        await asyncio.sleep(0.2)
+        finished.append(payload)
+        return OK
+
+    async def main() -> None:
+        queue = queue_backend.open()
+        try:
+            invoker = AsyncInvoker(queue, "f", run, policy=FAST, consumer="node-1")
+            await invoker.submit(b"1")
+            await invoker.submit(b"2")
+            serve = asyncio.create_task(invoker.serve())
+            await wait_until(lambda: _true_when(bool(started)))
+            await invoker.stop()
+            await asyncio.wait_for(serve, 5)
+            assert started == finished == [b"1"]
+            depth = await queue.depth(async_queue_name("f"))
+            assert (depth.ready, depth.in_flight) == (1, 0)
+        finally:
+            await queue.close()
+
+    asyncio.run(main())
+
+
+async def _true_when(value: bool) -> bool:
+    return value
+
+
 CONSUMER = """
 import asyncio
 from gateway.functions.async_invoker import AsyncInvoker, AsyncPolicy
