@@ -198,7 +198,9 @@ class RedisClaims:
     def from_url(
         cls, url: str, *, prefix: str = "lambdagate:", retention: timedelta = DEFAULT_RETENTION
     ) -> RedisClaims:
-        return cls(redis_asyncio.Redis.from_url(url), prefix=prefix, retention=retention, owns_client=True)
+        # Timeouts: a claim must not hang the scheduling loop on a half-dead connection.
+        client = redis_asyncio.Redis.from_url(url, socket_timeout=5.0, socket_connect_timeout=5.0)
+        return cls(client, prefix=prefix, retention=retention, owns_client=True)
 
     @property
     def retention(self) -> timedelta:
@@ -209,7 +211,7 @@ class RedisClaims:
 
     async def claim(self, key: str, fire_time: datetime, node: str) -> bool:
         won = await self._client.set(self.claim_key(key, fire_time), node, nx=True, px=self._retention_ms)
-        return True
+        return bool(won)
 
     async def close(self) -> None:
         if self._owns_client:
