@@ -20,7 +20,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, cast
 
 import msgspec
 
@@ -105,6 +105,7 @@ class RuntimeChannel:
         self.init_error: RuntimeReply | None = None
         self.closed = asyncio.get_running_loop().create_future()
         self._polls: deque[asyncio.Future[Invocation]] = deque()
+        self.transports: set[asyncio.Transport] = set()  # open connections, closed with the channel
 
     def assign(self, invocation: Invocation) -> None:
         if self.pending is not None or self.running is not None:
@@ -173,6 +174,9 @@ class RuntimeChannel:
             self.closed.set_result(None)
         while self._polls:
             self._polls.popleft().cancel()
+        for transport in list(self.transports):
+            transport.close()
+        self.transports.clear()
 
 
 ACCEPTED = b'{"status":"OK"}'
@@ -227,12 +231,18 @@ class RuntimeApiProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses, but have its methods.
+        self.transport = cast(asyncio.Transport, transport)
+        if self.channel.closed.done():
+            transport.close()
+            return
+        self.channel.transports.add(self.transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.waiting is not None and not self.waiting.done():
             self.waiting.cancel()
+        if self.transport is not None:
+            self.channel.transports.discard(self.transport)
         self.transport = None
 
     def data_received(self, data: bytes) -> None:

@@ -2,9 +2,10 @@
 
 import json
 import os
+from typing import Any
 
 
-def handler(event, context):
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     name = (event.get("pathParameters") or {}).get("name", "world")
     greeting = os.environ.get("GREETING", "hello")
     return {

@@ -72,11 +72,11 @@ def import_handler(handler_name: str) -> tuple[client.Handler | None, dict[str, 
         module = importlib.import_module(module_name.replace("/", "."))
     except SyntaxError as exc:
         return None, _init_error(
-            "Runtime.UserCodeSyntaxError", f"Syntax error in module '{module_name}': {exc}", exc
+            "Runtime.UserCodeSyntaxError", f"Syntax error in module '{module_name}': {exc}"
         )
     except ImportError as exc:
         return None, _init_error(
-            "Runtime.ImportModuleError", f"Unable to import module '{module_name}': {exc}", exc
+            "Runtime.ImportModuleError", f"Unable to import module '{module_name}': {exc}"
         )
     except Exception as exc:
         return None, client.error_payload(exc, None)
