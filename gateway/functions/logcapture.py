@@ -77,8 +77,8 @@ class LogCapture:
         self.sink(LogLine(self.function, self.instance, self.request_id, text, time.time()))
 
     def finish(self) -> bytes:
-        """Output up to now closes the invocation's log; returns what the tail holds of it."""
-        self.drain()
+        """Close the invocation's log (drain() first to take in what the pipe holds); returns
+        what the tail holds of it."""
         self._flush_partial()
         if self.dropped:
             self.sink(

@@ -421,6 +421,7 @@ class FunctionPool:
         error_type: str | None = None
         payload = b""
         content_type = "application/json"
+        notes: list[str] = []  # what the gateway writes into the invocation's log
         if reply is not None and reply.kind == "response":
             payload, content_type = reply.body, reply.content_type
             if reply.retire:
@@ -432,7 +433,7 @@ class FunctionPool:
             )
             instance.state = "dead"
             instance.kill()
-            capture.note(
+            notes.append(
                 f"RequestId: {request_id} Error: Runtime exited with error: signal: killed\n{error_type}"
             )
         elif reply is not None:
@@ -450,7 +451,7 @@ class FunctionPool:
             payload = _error_document(
                 error_type, f"RequestId: {request_id} Error: Task timed out after {limit:.2f} seconds"
             )
-            capture.note(f"{timestamp()} {request_id} Task timed out after {limit:.2f} seconds")
+            notes.append(f"{timestamp()} {request_id} Task timed out after {limit:.2f} seconds")
         else:
             instance.state = "dead"
             exit_status = instance.exited.result()
@@ -461,13 +462,17 @@ class FunctionPool:
             )
             status, error_type = "error", "Runtime.ExitError"
             payload = _error_document(error_type, f"RequestId: {request_id} Error: {reason}")
-            capture.note(f"RequestId: {request_id} Error: {reason}\n{error_type}")
+            notes.append(f"RequestId: {request_id} Error: {reason}\n{error_type}")
         if instance.state != "dead" and (
             instance.cpu_seconds() > 0.8 * self.limits.cpu_seconds or memory > self.spec.memory
         ):
             instance.state = "dead"  # retire it before a limit kills it in the middle of an invocation
         init_ms = instance.init_duration_ms if cold else None
         max_memory_mb = max(1, -(-memory // MiB))
+        # What the instance wrote before it answered (or was killed) is in the pipe by now.
+        capture.drain()
+        for note in notes:
+            capture.note(note)
         capture.note(end_line(request_id))
         capture.note(
             report_line(

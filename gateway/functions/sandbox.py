@@ -173,11 +173,12 @@ class SandboxParent:
         self._loop = loop
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         output_read, output_write = os.pipe2(os.O_CLOEXEC)
+        environment = function_environment(self.spec, region=self.region, provisioned=self.provisioned)
         try:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "gateway.functions.python_runtime.zygote", str(theirs.fileno())],
                 cwd=self.spec.code,
-                env=function_environment(self.spec, region=self.region, provisioned=self.provisioned),
+                env=environment,
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL,
                 stdout=output_write,
@@ -206,6 +207,7 @@ class SandboxParent:
                 "network": self.spec.network,
                 "user": list(self.user) if self.user is not None else None,
                 "expose": runtime_paths(self.spec),
+                "environment": sorted(environment),
                 "limits": {
                     "open_files": self.limits.open_files,
                     "file_size": self.limits.file_size,

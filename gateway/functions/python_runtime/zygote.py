@@ -129,6 +129,11 @@ class Parent:
         }
 
     def preload(self) -> float:
+        # Exactly the environment the gateway gave: the interpreter's own additions go (Python
+        # sets LC_CTYPE when it coerces a C locale, PEP 538).
+        given = set(self.config["environment"])
+        for name in [name for name in os.environ if name not in given]:
+            del os.environ[name]
         started = time.perf_counter()
         if self.config["runtime"] == "python":
             sys.path.insert(0, os.getcwd())
