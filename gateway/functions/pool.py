@@ -160,6 +160,7 @@ class FunctionPool:
         self._deadlines: dict[str, asyncio.TimerHandle] = {}
         self._expired: dict[str, asyncio.Future[str]] = {}
         self._background: set[asyncio.Task[None]] = set()
+        self._background_results: set[asyncio.Task[InvocationResult]] = set()
         # metrics
         self.invocations = self.errors = self.throttles = self.timeouts = self.cold_starts = 0
         self.duration_total = self.duration_max = self.init_total = 0.0
@@ -187,6 +188,8 @@ class FunctionPool:
                 waiter.set_exception(FunctionUnavailable(f"function {self.spec.name} is shutting down"))
         for instance in list(self.instances):
             instance.kill()
+        if self._background_results:
+            await asyncio.gather(*self._background_results, return_exceptions=True)
         await asyncio.gather(*(instance.close() for instance in list(self.instances)))
         self.instances.clear()
         self.idle.clear()
@@ -369,8 +372,19 @@ class FunctionPool:
         invocation = Invocation(
             request_id, payload, self.arn, run_timeout, trace_id, client_context, cognito_identity
         )
+        # The invocation runs to its end even if the caller goes away (as on Lambda), so that
+        # the instance is handed back only once its runtime is free again.
+        task = asyncio.get_running_loop().create_task(self._run_and_release(instance, invocation))
+        self._background_results.add(task)
+        task.add_done_callback(self._background_results.discard)
+        return await asyncio.shield(task)
+
+    async def _run_and_release(self, instance: Instance, invocation: Invocation) -> InvocationResult:
         try:
             result = await self._run(instance, invocation)
+        except BaseException:
+            instance.state = "dead"
+            raise
         finally:
             self._release(instance)
         self._count(result)

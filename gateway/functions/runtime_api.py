@@ -174,6 +174,10 @@ class RuntimeChannel:
             self.closed.set_result(None)
         while self._polls:
             self._polls.popleft().cancel()
+        # After the callbacks of `closed` (extensions get their SHUTDOWN event written first).
+        asyncio.get_running_loop().call_soon(self._close_transports)
+
+    def _close_transports(self) -> None:
         for transport in list(self.transports):
             transport.close()
         self.transports.clear()

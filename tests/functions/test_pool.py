@@ -247,3 +247,33 @@ def test_cold_and_warm_start_timing() -> None:
         print(f"warm invocation: p50 {warm[25]:.3f} ms, p90 {warm[45]:.3f} ms")
 
     run(main())
+
+
+def test_a_caller_that_goes_away_does_not_break_the_instance() -> None:
+    async def main() -> None:
+        async with started_pool(spec("sleep", concurrency=1)) as pool:
+            abandoned = asyncio.ensure_future(pool.invoke(json.dumps({"seconds": 0.3}).encode()))
+            await asyncio.sleep(0.1)
+            abandoned.cancel()
+            # The next caller waits for the instance to finish the abandoned invocation.
+            result = await pool.invoke(json.dumps({"seconds": 0}).encode())
+            assert decoded(result) == "woke"
+            assert pool.snapshot().instances == 1 and pool.snapshot().invocations == 2
+
+    run(main())
+
+
+def test_a_dead_sandbox_parent_is_restarted() -> None:
+    async def main() -> None:
+        async with started_pool(spec("plain")) as pool:
+            await pool.invoke(b"{}")
+            assert pool.parent is not None and pool.parent.process is not None
+            pool.parent.process.kill()
+            for _ in range(100):
+                await asyncio.sleep(0.02)
+                if not pool.parent.alive and pool.snapshot().instances == 0:
+                    break
+            result = await pool.invoke(b"{}")
+            assert result.status == "success" and decoded(result)["echo"] == {}
+
+    run(main())
