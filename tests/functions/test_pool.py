@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from pathlib import Path
 
 import pytest
 
 from gateway.functions.pool import TooManyRequests
+from gateway.functions.spec import FunctionSpec
 from tests.functions.sandbox_support import Sink, decoded, run, spec, started_pool
 
 
@@ -275,5 +277,23 @@ def test_a_dead_sandbox_parent_is_restarted() -> None:
                     break
             result = await pool.invoke(b"{}")
             assert result.status == "success" and decoded(result)["echo"] == {}
+
+    run(main())
+
+
+def test_the_issues_hello_function() -> None:
+    async def main() -> None:
+        hello = FunctionSpec(
+            name="hello",
+            code=Path(__file__).parents[2] / "examples/functions/hello",
+            env={"GREETING": "hello"},
+        )
+        async with started_pool(hello) as pool:
+            result = await pool.invoke(
+                json.dumps({"pathParameters": {"name": "ada"}}).encode(), request_id="r-1"
+            )
+        response = decoded(result)
+        assert response["statusCode"] == 200
+        assert json.loads(response["body"]) == {"message": "hello, ada!", "request_id": "r-1"}
 
     run(main())
