@@ -6,9 +6,12 @@ Everything here runs once per worker start (or reload); requests only read what 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import inspect
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from gateway._fastpath.balance import Balancer, Target
@@ -17,10 +20,14 @@ from gateway._fastpath.proxy import UpstreamPool
 from gateway._fastpath.router import Router
 from gateway._fastpath.timers import Ticker
 from gateway.accesslog import AccessLog
-from gateway.config import Config, Route, Upstream
+from gateway.config import Config, Function, Route, Upstream
 from gateway.config_plugins import route_plugin_configs
 from gateway.consumers import ConsumerRegistry
+from gateway.functions.http_route import FunctionRoute
+from gateway.functions.pool import FunctionPool
+from gateway.functions.spec import FunctionSpec
 from gateway.health import HealthChecker
+from gateway.logs import log
 from gateway.plugins import Plugin, default_registry
 from gateway.route_plugins import build_route_plugins
 from gateway.subscriptions import SubscriptionSnapshot
@@ -40,6 +47,7 @@ class Runtime:
     consumers: ConsumerRegistry = field(default_factory=ConsumerRegistry)
     subscriptions: SubscriptionSnapshot = field(default_factory=SubscriptionSnapshot)
     plugins: list[Plugin] = field(default_factory=list)
+    functions: dict[str, FunctionPool] = field(default_factory=dict)
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self.ticker.start()
@@ -49,6 +57,15 @@ class Runtime:
         for checker in self.health:
             checker.start(loop)
 
+    async def start_functions(self) -> None:
+        """Start each function's sandbox parent (interpreter up, handler imported) and its
+        provisioned instances; a function that cannot start is logged and answers 502."""
+        for name, pool in self.functions.items():
+            try:
+                await pool.start()
+            except Exception as exc:
+                log("error", "function did not start", function=name, error=str(exc))
+
     def close(self) -> None:
         for checker in self.health:
             checker.stop()
@@ -56,6 +73,20 @@ class Runtime:
             pool.close()
         self.ticker.stop()
         self.access_log.close()
+
+    async def aclose(self) -> None:
+        """What needs the loop to shut down: function sandboxes, plugins' store clients."""
+        for function in self.functions.values():
+            with contextlib.suppress(Exception):
+                await function.close()
+        for plugin in self.plugins:
+            closer = getattr(plugin, "aclose", None) or getattr(plugin, "close", None)
+            if closer is None:
+                continue
+            with contextlib.suppress(Exception):
+                result = closer()
+                if inspect.isawaitable(result):
+                    await result
 
 
 def rewrite_parts(template: str) -> list[bytes | str]:
@@ -95,8 +126,32 @@ def route_name(route: Route) -> str:
     return route.name or f"routes[{route.index}]"
 
 
-def build_action(route: Route, pools: dict[str, UpstreamPool]) -> RouteAction:
+def function_spec(name: str, function: Function) -> FunctionSpec:
+    return FunctionSpec(
+        name=name,
+        code=Path(function.code),
+        handler=function.handler or "",
+        runtime=function.runtime,
+        timeout=function.timeout,
+        memory=function.memory,
+        concurrency=function.concurrency,
+        provisioned=function.provisioned,
+        idle_timeout=function.idle_timeout,
+        env=dict(function.env),
+        network=function.network,
+    )
+
+
+def build_action(
+    route: Route, pools: dict[str, UpstreamPool], functions: Mapping[str, FunctionPool] | None = None
+) -> RouteAction:
     name = route_name(route)
+    if route.function is not None:
+        assert functions is not None  # the config loader guarantees the function exists
+        handler = FunctionRoute(
+            functions[route.function], payload=route.payload, path_pattern=route.path, methods=route.methods
+        )
+        return RouteAction.python_handler(name, handler)
     if route.static is not None:
         static = route.static
         return RouteAction.static(
@@ -128,10 +183,13 @@ def build_runtime(
         **(extra_services or {}),
     }
     registry = default_registry()
+    functions = {
+        name: FunctionPool(function_spec(name, function)) for name, function in config.functions.items()
+    }
     router = Router()
     plugins: list[Plugin] = []
     for route in config.routes:
-        action = build_action(route, pools)
+        action = build_action(route, pools, functions)
         configs = route_plugin_configs(config, route, registry)
         product = config.products.get(route.product) if route.product else None
         if product is not None and product.subscription == "approval" and "subscription" not in configs:
@@ -165,4 +223,4 @@ def build_runtime(
         for name, upstream in config.upstreams.items()
         if upstream.health is not None
     ]
-    return Runtime(gateway, ticker, access_log, pools, health, consumers, subscriptions, plugins)
+    return Runtime(gateway, ticker, access_log, pools, health, consumers, subscriptions, plugins, functions)

@@ -72,6 +72,7 @@ async def _serve(
     loop.add_signal_handler(signal.SIGUSR1, runtime.access_log.reopen)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the master reloads; workers are replaced
     runtime.start(loop)
+    await runtime.start_functions()
     log("info", "worker started", worker=worker_id, routes=len(config.routes))
 
     signum = await stop
@@ -94,6 +95,7 @@ async def _serve(
         with contextlib.suppress(Exception):
             await server.wait_closed()
     runtime.close()
+    await runtime.aclose()
     if purger is not None:
         await purger.close()
     if sync is not None:

@@ -1,0 +1,79 @@
+"""HTTP routes answered by functions: request -> API Gateway event -> invocation -> response.
+
+The route is served by the engine as a Python handler (the body is buffered, as API Gateway
+does); the event is built with AWS's rules (gateway.functions.events) and the result mapped
+back with them. A busy function answers 503 with Retry-After (API Gateway's answer to a
+throttled integration), a sandbox that cannot run 502.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+
+from gateway.functions.events import (
+    PayloadVersion,
+    build_http_event_v2,
+    build_rest_event_v1,
+    encode_event,
+    function_error_response,
+    result_to_response,
+    route_key,
+)
+from gateway.functions.pool import FunctionPool, FunctionUnavailable, TooManyRequests
+from gateway.logs import log
+from gateway.plugins import Request, Response
+
+__all__ = ["FunctionRoute"]
+
+
+class FunctionRoute:
+    """The handler of one route: `await route(request, body) -> Response`."""
+
+    def __init__(
+        self,
+        pool: FunctionPool,
+        *,
+        payload: PayloadVersion,
+        path_pattern: str,
+        methods: Sequence[str] | None,
+    ) -> None:
+        self.pool = pool
+        self.payload: PayloadVersion = payload
+        self.path_pattern = path_pattern
+        self.methods = methods
+
+    async def __call__(self, request: Request, body: bytes) -> Response:
+        # Lambda's request id is a UUID; the gateway's own id still travels in X-Request-Id.
+        aws_request_id = str(uuid.uuid4())
+        build = build_http_event_v2 if self.payload == "2.0" else build_rest_event_v1
+        event = build(
+            method=request.method,
+            raw_path=request.path,
+            raw_query=request.query,
+            headers=request.headers.items(),
+            body=body,
+            client_ip=request.client_ip,
+            route_key=route_key(self.path_pattern, self.methods, request.method),
+            path_params=request.path_params or None,
+            request_id=aws_request_id,
+            time_ms=int(time.time() * 1000),
+        )
+        try:
+            result = await self.pool.invoke(encode_event(event), request_id=aws_request_id)
+        except TooManyRequests:
+            return Response.error(
+                503,
+                "function_busy",
+                f'function "{self.pool.spec.name}" is at its concurrency limit; retry shortly',
+                [("Retry-After", "1")],
+            )
+        except FunctionUnavailable as exc:
+            log("error", "function unavailable", function=self.pool.spec.name, error=str(exc))
+            return Response.error(502, "function_unavailable", f'function "{self.pool.spec.name}" cannot run')
+        if result.function_error is not None:
+            status, headers, payload = function_error_response(self.payload)
+        else:
+            status, headers, payload = result_to_response(self.payload, result.payload)
+        return Response(status, payload, list(headers))
