@@ -7,10 +7,11 @@ carrying AWS's fields, serialize the result as the runtime does, map it back to 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -279,7 +280,21 @@ def fastapi_handler() -> Handler:
     return Mangum(api, lifespan="off")
 
 
+@pytest.fixture
+def mangum_loop() -> Iterator[asyncio.AbstractEventLoop]:
+    """Mangum runs the app on asyncio.get_event_loop(), creating a loop nobody closes when none is
+    set (a ResourceWarning later): give it one, and close it after the test."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        yield loop
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
+
+
 @pytest.mark.parametrize("version", ["2.0", "1.0"])
+@pytest.mark.usefixtures("mangum_loop")
 def test_fastapi_with_mangum(version: PayloadVersion) -> None:
     handler = fastapi_handler()
 
@@ -326,6 +341,7 @@ def test_fastapi_with_mangum(version: PayloadVersion) -> None:
     assert json.loads(response.body) == {"detail": "Not Found"}
 
 
+@pytest.mark.usefixtures("mangum_loop")
 def test_fastapi_with_mangum_sees_the_decoded_path_on_payload_2() -> None:
     response = invoke(
         fastapi_handler(), "2.0", "GET", "/hello/J%C3%BCrgen%20M", path_params={"name": "J%C3%BCrgen%20M"}
