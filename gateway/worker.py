@@ -22,6 +22,7 @@ from gateway._fastpath.router import Router
 from gateway.app import Runtime, build_runtime
 from gateway.cache_purge import CachePurger
 from gateway.config import Config
+from gateway.functions.service import FunctionService
 from gateway.logs import log
 from gateway.plugins import Request, Response
 from gateway.server import listen_backlog
@@ -44,6 +45,7 @@ async def _serve(
 ) -> int:
     runtime = build_runtime(config, loop)
     gateway = runtime.gateway
+    functions = FunctionService(config, runtime.functions)
     sync: StateSync | None = None
     if needs_store(config):
         sync = StateSync(open_store(config), runtime.consumers, runtime.subscriptions)
@@ -57,7 +59,7 @@ async def _serve(
         purger = cache_purger(config, runtime)
         if purger is not None:
             purger.start(loop)
-        admin_gateway = build_admin_gateway(loop, config, runtime, sync, purger)
+        admin_gateway = build_admin_gateway(loop, config, runtime, sync, purger, functions)
         servers.append(
             await loop.create_server(admin_gateway.new_connection, sock=sockets[1], backlog=backlog)
         )
@@ -73,6 +75,7 @@ async def _serve(
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the master reloads; workers are replaced
     runtime.start(loop)
     await runtime.start_functions()
+    functions.start(loop)
     log("info", "worker started", worker=worker_id, routes=len(config.routes))
 
     signum = await stop
@@ -95,6 +98,7 @@ async def _serve(
         with contextlib.suppress(Exception):
             await server.wait_closed()
     runtime.close()
+    await functions.close()
     await runtime.aclose()
     if purger is not None:
         await purger.close()
@@ -134,6 +138,7 @@ def build_admin_gateway(
     runtime: Runtime,
     sync: StateSync,
     purger: CachePurger | None = None,
+    functions: FunctionService | None = None,
 ) -> Gateway:
     """The admin API on its own listener, served by the same engine as a Python handler route."""
     from gateway.admin import AdminApp
@@ -152,4 +157,16 @@ def build_admin_gateway(
 
     router = Router()
     router.add("$default", RouteAction.python_handler("admin", handle))
+    if functions is not None and config.functions:
+        # AWS's Lambda Invoke API (boto3's lambda client with endpoint_url=<admin listener>).
+        from gateway.functions.invoke_api import InvokeApp
+
+        invoke_app = InvokeApp(functions, dict(config.admin.aws_keys), config.admin.token)
+
+        async def invoke(request: Request, body: bytes) -> Response:
+            return await invoke_app.handle(
+                request.method, request.path, request.query, request.headers.items(), body
+            )
+
+        router.add("/2015-03-31/functions/{name}/invocations", RouteAction.python_handler("invoke", invoke))
     return Gateway(loop, router, access_log=runtime.access_log, ticker=runtime.ticker)

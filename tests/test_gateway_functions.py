@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import json
+import shutil
+import tempfile
+import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -15,9 +22,11 @@ HELLO = ROOT / "examples" / "functions" / "hello"
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    broken = tmp_path_factory.mktemp("broken")
+def gateway() -> Iterator[GatewayProcess]:
+    broken = Path(tempfile.mkdtemp(prefix="lambdagate-fn-"))  # readable by the sandbox's user
+    broken.chmod(0o755)
     (broken / "app.py").write_text("def handler(event, context):\n    raise ValueError('no luck')\n")
+    (broken / "app.py").chmod(0o644)
     config = f"""
 [functions.hello]
 code = "{HELLO}"
@@ -49,8 +58,11 @@ payload = "1.0"
 path = "/broken"
 function = "broken"
 """
-    with running_gateway(config) as gw:
-        yield gw
+    try:
+        with running_gateway(config) as gw:
+            yield gw
+    finally:
+        shutil.rmtree(broken, ignore_errors=True)
 
 
 def test_http_api_event_reaches_the_function(gateway: GatewayProcess) -> None:
@@ -74,3 +86,89 @@ def test_function_error_is_api_gateways_500(gateway: GatewayProcess) -> None:
     assert response.status_code == 500
     assert response.json() == {"message": "Internal Server Error"}
     assert httpx.get(f"{gateway.url}/hello/again", timeout=10).status_code == 200  # still serving
+
+
+@pytest.fixture(scope="module")
+def aws_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GatewayProcess, str, Path]]:
+    """A gateway with the Invoke API on its admin listener, signed with an access key."""
+    from tests.support.upstream import free_port
+
+    # The sandbox runs as nobody: the code folder must be readable by it (pytest's own temp dirs
+    # are private to root).
+    code = Path(tempfile.mkdtemp(prefix="lambdagate-fn-"))
+    code.chmod(0o755)
+    marker_dir = Path("/tmp") / f"lambdagate-test-{uuid.uuid4().hex}"
+    (code / "app.py").write_text(
+        "import json, os\n"
+        "def handler(event, context):\n"
+        "    print('working on', json.dumps(event))\n"
+        "    if event.get('fail'):\n"
+        "        raise RuntimeError('asked to fail')\n"
+        "    if 'marker' in event:\n"
+        "        os.makedirs(os.path.dirname(event['marker']), exist_ok=True)\n"
+        "        open(event['marker'], 'w').write(context.aws_request_id)\n"
+        "    return {'echo': event, 'function': context.function_name}\n"
+    )
+    (code / "app.py").chmod(0o644)
+    admin_port = free_port()
+    state = tmp_path_factory.mktemp("state")
+    config = f"""
+[store]
+path = "{state / "state.db"}"
+
+[admin]
+listen = "127.0.0.1:{admin_port}"
+token = "admin-token"
+aws_keys = {{ AKIALAMBDAGATE = "aws-secret" }}
+
+[functions.worker]
+code = "{code}"
+handler = "app.handler"
+"""
+    try:
+        with running_gateway(config) as gw:
+            yield gw, f"http://127.0.0.1:{admin_port}", marker_dir
+    finally:
+        shutil.rmtree(code, ignore_errors=True)
+
+
+def lambda_client(endpoint: str) -> Any:
+    import boto3
+    from botocore.config import Config as BotoConfig
+
+    return boto3.client(
+        "lambda",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="AKIALAMBDAGATE",
+        aws_secret_access_key="aws-secret",
+        config=BotoConfig(retries={"max_attempts": 0}),
+    )
+
+
+def test_boto3_invokes_through_the_gateway(aws_gateway: tuple[GatewayProcess, str, Path]) -> None:
+    _, endpoint, marker_dir = aws_gateway
+    client = lambda_client(endpoint)
+    result = client.invoke(FunctionName="worker", Payload=json.dumps({"x": 1}), LogType="Tail")
+    assert result["StatusCode"] == 200
+    assert json.loads(result["Payload"].read()) == {"echo": {"x": 1}, "function": "worker"}
+    logs = base64.b64decode(result["LogResult"]).decode()
+    assert "START RequestId:" in logs and "REPORT RequestId:" in logs and "working on" in logs
+
+    failed = client.invoke(FunctionName="worker", Payload=json.dumps({"fail": True}))
+    assert failed["FunctionError"] == "Unhandled"
+    assert json.loads(failed["Payload"].read())["errorMessage"] == "asked to fail"
+
+    with pytest.raises(client.exceptions.ResourceNotFoundException):
+        client.invoke(FunctionName="nope", Payload=b"{}")
+
+    marker = marker_dir / "event.txt"
+    queued = client.invoke(
+        FunctionName="worker", InvocationType="Event", Payload=json.dumps({"marker": str(marker)})
+    )
+    assert queued["StatusCode"] == 202
+    deadline = time.monotonic() + 10
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert marker.exists(), "the queued event never ran"
+    shutil.rmtree(marker_dir, ignore_errors=True)

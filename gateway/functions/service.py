@@ -1,0 +1,123 @@
+"""One worker's functions as the Invoke API sees them: an Invoker over the function pools.
+
+- RequestResponse runs on the worker's pool for the function.
+- Event is queued durably (SQLite next to the state file, or Redis Streams with [store] redis)
+  and answered 202 at once; this worker's AsyncInvoker consumers run queued events with AWS's
+  retry, maximum-age and dead-letter rules. Any worker (any node, with Redis) may run an event.
+- Idempotency-Key: the same key within the window runs once; repeats get the first outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Mapping
+from typing import Any
+
+from gateway.config import Config
+from gateway.functions.async_invoker import AsyncInvoker, AsyncPolicy
+from gateway.functions.idempotency import Idempotency, RedisIdempotencyStore, SQLiteIdempotencyStore
+from gateway.functions.invoker import InvocationType, InvokeOutcome, LogType, TooManyRequests
+from gateway.functions.pool import FunctionPool, FunctionUnavailable
+from gateway.functions.pool import TooManyRequests as PoolBusy
+from gateway.functions.queue import DurableQueue
+
+__all__ = ["FunctionService"]
+
+
+class FunctionService:
+    """The Invoker (gateway.functions.invoker) of one worker, and its async consumers."""
+
+    def __init__(self, config: Config, pools: Mapping[str, FunctionPool]) -> None:
+        self.config = config
+        self.pools = pools
+        self.queue: DurableQueue | None = None
+        self.consumers: dict[str, AsyncInvoker] = {}
+        self.idempotency: Idempotency[InvokeOutcome] | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        if not self.pools:
+            return
+        store = self.config.store
+        if store.redis is not None:
+            from gateway.functions.queue_redis import RedisQueue
+
+            self.queue = RedisQueue.from_url(store.redis)
+            idempotency_store: Any = RedisIdempotencyStore.from_url(store.redis)
+        else:
+            from gateway.functions.queue_sqlite import SQLiteQueue
+
+            self.queue = SQLiteQueue(store.path + ".functions")
+            idempotency_store = SQLiteIdempotencyStore(store.path + ".idempotency")
+        self.idempotency = Idempotency(idempotency_store, InvokeOutcome)
+        for name in self.pools:
+            function = self.config.functions[name]
+            policy = AsyncPolicy(
+                max_retries=function.retries,
+                max_event_age=function.max_event_age,
+                visibility_timeout=function.timeout + 60.0,
+            )
+            consumer = AsyncInvoker(self.queue, name, self._run_event, policy=policy)
+            self.consumers[name] = consumer
+            self._tasks.append(loop.create_task(consumer.serve()))
+
+    async def close(self) -> None:
+        for consumer in self.consumers.values():
+            with contextlib.suppress(Exception):
+                await consumer.stop(timeout=5.0)
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+        if self.queue is not None:
+            with contextlib.suppress(Exception):
+                await self.queue.close()
+
+    # -- Invoker ------------------------------------------------------------------------------
+
+    def exists(self, name: str) -> bool:
+        return name in self.pools
+
+    async def invoke(
+        self,
+        name: str,
+        payload: bytes,
+        *,
+        invocation_type: InvocationType,
+        request_id: str,
+        log_type: LogType,
+        client_context: str | None,
+        idempotency_key: str | None,
+    ) -> InvokeOutcome:
+        async def work() -> InvokeOutcome:
+            if invocation_type is InvocationType.EVENT:
+                consumer = self.consumers.get(name)
+                if consumer is None:
+                    raise FunctionUnavailable(f"function {name!r} has no async consumer")
+                await consumer.submit(payload, request_id=request_id)
+                return InvokeOutcome(payload=b"")
+            return await self._run(name, payload, request_id=request_id, client_context=client_context)
+
+        if idempotency_key and self.idempotency is not None:
+            scope = f"{name}:{invocation_type.value}"
+            outcome = await self.idempotency.run(scope, idempotency_key, work, fingerprint=payload)
+            return outcome.result
+        return await work()
+
+    async def _run(
+        self, name: str, payload: bytes, *, request_id: str | None, client_context: str | None
+    ) -> InvokeOutcome:
+        pool = self.pools[name]
+        try:
+            result = await pool.invoke(payload, request_id=request_id, client_context=client_context)
+        except PoolBusy as exc:
+            raise TooManyRequests() from exc
+        return InvokeOutcome(
+            payload=result.payload, function_error=result.function_error, log_tail=result.log_tail
+        )
+
+    async def _run_event(self, name: str, payload: bytes) -> InvokeOutcome:
+        return await self._run(name, payload, request_id=None, client_context=None)
