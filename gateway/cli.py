@@ -1,4 +1,4 @@
-"""The ``lambdagate`` command: run, check, schema, version.
+"""The ``lambdagate`` command: run, check, invoke, schema, version.
 
 Only ``run`` imports the server (lazily), so ``check`` and ``schema`` work on a
 machine where the compiled hot path is not built, and print no more than they must.
@@ -62,6 +62,15 @@ def _build_parser() -> argparse.ArgumentParser:
     schema = commands.add_parser("schema", help="print the config file's JSON Schema")
     schema.set_defaults(command=_schema)
 
+    invoke = commands.add_parser("invoke", help="invoke a function of the running gateway")
+    invoke.add_argument("name", help="the function's name ([functions.NAME])")
+    invoke.add_argument("--payload", default="{}", help="the event, as JSON (default {})")
+    invoke.add_argument("--async", dest="async_", action="store_true", help="queue it (Event) and return")
+    invoke.add_argument("--logs", action="store_true", help="print the invocation's log tail to stderr")
+    invoke.add_argument("--timeout", type=float, default=930.0, help="seconds to wait for the answer")
+    invoke.add_argument("-c", "--config", default=default_config, metavar="FILE", help=config_help)
+    invoke.set_defaults(command=_invoke)
+
     version = commands.add_parser("version", help="print versions of lambdagate and its runtime")
     version.set_defaults(command=_version)
     return parser
@@ -79,6 +88,12 @@ def _run(args: argparse.Namespace) -> int:
         return 1
 
 
+def _invoke(args: argparse.Namespace) -> int:
+    from .cli_invoke import invoke_command
+
+    return invoke_command(args)
+
+
 def _check(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
@@ -90,9 +105,10 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _summary(config: Config) -> str:
-    routes = len(config.routes)
-    upstreams = len(config.upstreams)
-    return f"{routes} route{'' if routes == 1 else 's'}, {upstreams} upstream{'' if upstreams == 1 else 's'}"
+    counts = [("route", len(config.routes)), ("upstream", len(config.upstreams))]
+    counts += [("function", len(config.functions)), ("trigger", len(config.triggers))]
+    shown = [(what, n) for what, n in counts if n or what in ("route", "upstream")]
+    return ", ".join(f"{n} {what}{'' if n == 1 else 's'}" for what, n in shown)
 
 
 def _print_errors(exc: ConfigError) -> None:

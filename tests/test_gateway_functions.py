@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import json
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -172,3 +174,21 @@ def test_boto3_invokes_through_the_gateway(aws_gateway: tuple[GatewayProcess, st
         time.sleep(0.05)
     assert marker.exists(), "the queued event never ran"
     shutil.rmtree(marker_dir, ignore_errors=True)
+
+
+def test_cli_invoke(aws_gateway: tuple[GatewayProcess, str, Path]) -> None:
+    gw, _, _ = aws_gateway
+    command = [sys.executable, "-m", "gateway", "invoke", "worker", "-c", str(gw.config_path)]
+    done = subprocess.run(
+        [*command, "--payload", '{"k": "v"}', "--logs"], capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"echo": {"k": "v"}, "function": "worker"}
+    assert "REPORT RequestId:" in done.stderr
+    failed = subprocess.run(
+        [*command, "--payload", '{"fail": true}'], capture_output=True, text=True, timeout=30
+    )
+    assert failed.returncode == 1
+    assert json.loads(failed.stdout)["errorType"] == "RuntimeError"
+    queued = subprocess.run([*command, "--async"], capture_output=True, text=True, timeout=30)
+    assert queued.returncode == 0 and queued.stdout.startswith("queued")
