@@ -169,4 +169,8 @@ def build_admin_gateway(
             )
 
         router.add("/2015-03-31/functions/{name}/invocations", RouteAction.python_handler("invoke", invoke))
+        from gateway.functions.admin_routes import function_admin_routes
+
+        for pattern, handler in function_admin_routes(functions, config.admin.token):
+            router.add(pattern, RouteAction.python_handler("admin-functions", handler))
     return Gateway(loop, router, access_log=runtime.access_log, ticker=runtime.ticker)

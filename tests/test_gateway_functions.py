@@ -192,3 +192,120 @@ def test_cli_invoke(aws_gateway: tuple[GatewayProcess, str, Path]) -> None:
     assert json.loads(failed.stdout)["errorType"] == "RuntimeError"
     queued = subprocess.run([*command, "--async"], capture_output=True, text=True, timeout=30)
     assert queued.returncode == 0 and queued.stdout.startswith("queued")
+
+
+@pytest.fixture(scope="module")
+def trigger_gateway() -> Iterator[tuple[GatewayProcess, str, Path]]:
+    """Schedule and queue triggers, plus a function whose async events all fail."""
+    from tests.support.upstream import free_port
+
+    code = Path(tempfile.mkdtemp(prefix="lambdagate-fn-"))
+    code.chmod(0o755)
+    out = Path(tempfile.mkdtemp(prefix="lambdagate-out-"))
+    out.chmod(0o777)
+    (code / "app.py").write_text(
+        "import json, os, time\n"
+        f"OUT = {str(out)!r}\n"
+        "def handler(event, context):\n"
+        "    kind = event.get('source') or ('sqs' if 'Records' in event else 'direct')\n"
+        "    name = f'{kind}-{time.time_ns()}.json'\n"
+        "    with open(os.path.join(OUT, name + '.part'), 'w') as f:\n"
+        "        json.dump(event, f)\n"
+        "    os.rename(os.path.join(OUT, name + '.part'), os.path.join(OUT, name))  # readers see it whole\n"
+        "    return {}\n"
+        "def failing(event, context):\n"
+        "    raise RuntimeError('always fails')\n"
+    )
+    (code / "app.py").chmod(0o644)
+    admin_port = free_port()
+    state = Path(tempfile.mkdtemp(prefix="lambdagate-state-"))
+    config = f"""
+[store]
+path = "{state / "state.db"}"
+
+[admin]
+listen = "127.0.0.1:{admin_port}"
+token = "admin-token"
+
+[functions.recorder]
+code = "{code}"
+handler = "app.handler"
+
+[functions.failing]
+code = "{code}"
+handler = "app.failing"
+retries = 0
+
+[[triggers]]
+function = "recorder"
+schedule = "rate(1 second)"
+
+[[triggers]]
+function = "recorder"
+queue = "orders"
+batch_size = 5
+batch_window = "200ms"
+"""
+    try:
+        with running_gateway(config) as gw:
+            yield gw, f"http://127.0.0.1:{admin_port}", out
+    finally:
+        for folder in (code, out, state):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def admin_call(base: str, method: str, path: str, body: object | None = None) -> httpx.Response:
+    headers = {"Authorization": "Bearer admin-token"}
+    return httpx.request(method, f"{base}{path}", json=body, headers=headers, timeout=10)
+
+
+def wait_for(predicate: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_schedule_trigger_fires(trigger_gateway: tuple[GatewayProcess, str, Path]) -> None:
+    _, _, out = trigger_gateway
+    wait_for(lambda: len(list(out.glob("aws.scheduler-*.json"))) >= 2)
+    event = json.loads(sorted(out.glob("aws.scheduler-*.json"))[0].read_text())
+    assert event["detail-type"] == "Scheduled Event"
+
+
+def test_queue_trigger_delivers_batches(trigger_gateway: tuple[GatewayProcess, str, Path]) -> None:
+    _, base, out = trigger_gateway
+    for i in range(3):
+        response = admin_call(base, "POST", "/queues/orders/messages", {"body": json.dumps({"order": i})})
+        assert response.status_code == 201, response.text
+    wait_for(lambda: sum(len(json.loads(p.read_text())["Records"]) for p in out.glob("sqs-*.json")) >= 3)
+    records = [r for p in out.glob("sqs-*.json") for r in json.loads(p.read_text())["Records"]]
+    assert sorted(json.loads(r["body"])["order"] for r in records) == [0, 1, 2]
+    assert all(r["eventSource"] == "aws:sqs" for r in records)
+    assert admin_call(base, "POST", "/queues/nope/messages", {"body": "x"}).status_code == 404
+    assert httpx.post(f"{base}/queues/orders/messages", json={"body": "x"}).status_code == 401
+
+
+def test_failed_async_events_reach_the_dead_letters(
+    trigger_gateway: tuple[GatewayProcess, str, Path],
+) -> None:
+    gw, base, _ = trigger_gateway
+    command = [sys.executable, "-m", "gateway", "invoke", "failing", "--async", "-c", str(gw.config_path)]
+    assert (
+        subprocess.run([*command, "--payload", '{"n": 1}'], capture_output=True, timeout=30).returncode == 0
+    )
+
+    def dead() -> list[dict[str, Any]]:
+        letters: list[dict[str, Any]] = admin_call(base, "GET", "/functions/failing/dead-letters").json()[
+            "data"
+        ]
+        return letters
+
+    wait_for(lambda: len(dead()) == 1)
+    [letter] = dead()
+    assert json.loads(letter["event"]) == {"n": 1}
+    assert letter["attempts"] == 1
+    assert letter["error"]["errorMessage"] == "always fails"
+    assert admin_call(base, "POST", "/functions/failing/dead-letters/redrive").json() == {"redriven": 1}
+    metrics = admin_call(base, "GET", "/functions").json()
+    assert metrics["failing"]["errors"] >= 1

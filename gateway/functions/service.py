@@ -5,6 +5,9 @@
   and answered 202 at once; this worker's AsyncInvoker consumers run queued events with AWS's
   retry, maximum-age and dead-letter rules. Any worker (any node, with Redis) may run an event.
 - Idempotency-Key: the same key within the window runs once; repeats get the first outcome.
+- [[triggers]]: schedules fire once per occurrence across workers and nodes (a claim in Redis or
+  in a SQLite file the workers share) by queueing the event like an Event invocation; queue
+  triggers consume their queue in SQS-shaped batches.
 """
 
 from __future__ import annotations
@@ -16,11 +19,22 @@ from typing import Any
 
 from gateway.config import Config
 from gateway.functions.async_invoker import AsyncInvoker, AsyncPolicy
+from gateway.functions.events import encode_event
 from gateway.functions.idempotency import Idempotency, RedisIdempotencyStore, SQLiteIdempotencyStore
 from gateway.functions.invoker import InvocationType, InvokeOutcome, LogType, TooManyRequests
 from gateway.functions.pool import FunctionPool, FunctionUnavailable
 from gateway.functions.pool import TooManyRequests as PoolBusy
 from gateway.functions.queue import DurableQueue
+from gateway.functions.queue_trigger import QueueTrigger, QueueTriggerSpec, publish
+from gateway.functions.schedule import parse_schedule
+from gateway.functions.scheduler import (
+    Firing,
+    RedisClaims,
+    ScheduledJob,
+    Scheduler,
+    SQLiteClaims,
+    firing_event,
+)
 
 __all__ = ["FunctionService"]
 
@@ -34,6 +48,8 @@ class FunctionService:
         self.queue: DurableQueue | None = None
         self.consumers: dict[str, AsyncInvoker] = {}
         self.idempotency: Idempotency[InvokeOutcome] | None = None
+        self.queue_triggers: list[QueueTrigger] = []
+        self.scheduler: Scheduler | None = None
         self._tasks: list[asyncio.Task[Any]] = []
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -63,8 +79,62 @@ class FunctionService:
             consumer = AsyncInvoker(self.queue, name, self._run_event, policy=policy)
             self.consumers[name] = consumer
             self._tasks.append(loop.create_task(consumer.serve()))
+        self._start_triggers(loop)
+
+    def _start_triggers(self, loop: asyncio.AbstractEventLoop) -> None:
+        assert self.queue is not None
+        jobs: list[ScheduledJob] = []
+        for trigger in self.config.triggers:
+            if trigger.function not in self.pools:
+                continue
+            if trigger.schedule is not None:
+                # The key names the occurrence on every node and across restarts.
+                key = f"{trigger.function}:{trigger.schedule}"
+                schedule = parse_schedule(trigger.schedule, allow_seconds=True)
+                jobs.append(ScheduledJob(key, schedule, trigger.function))
+            elif trigger.queue is not None:
+                function = self.config.functions[trigger.function]
+                spec = QueueTriggerSpec(
+                    function=trigger.function,
+                    queue=trigger.queue,
+                    batch_size=trigger.batch_size,
+                    batch_window=trigger.batch_window,
+                    max_receive_count=trigger.max_receive_count,
+                    visibility_timeout=function.timeout + 30.0,
+                )
+                queue_trigger = QueueTrigger(self.queue, spec, self._run_event)
+                self.queue_triggers.append(queue_trigger)
+                self._tasks.append(loop.create_task(queue_trigger.serve()))
+        if jobs:
+            store = self.config.store
+            claims: Any = (
+                RedisClaims.from_url(store.redis)
+                if store.redis is not None
+                else SQLiteClaims(store.path + ".schedules")
+            )
+            self.scheduler = Scheduler(jobs, self._fire, claims)
+            self.scheduler.start()
+
+    async def _fire(self, firing: Firing) -> None:
+        """A schedule's occurrence: queued as an Event invocation under its stable event id, so a
+        repeat of the same occurrence cannot run it twice."""
+        consumer = self.consumers.get(firing.job.function)
+        if consumer is not None:
+            await consumer.submit(encode_event(firing_event(firing)), request_id=firing.event_id)
+
+    async def publish(self, queue: str, body: str, attributes: Mapping[str, str] | None = None) -> str:
+        """Send a message to a trigger queue (the admin API's POST /queues/{name}/messages)."""
+        if self.queue is None:
+            raise FunctionUnavailable("this gateway runs no functions")
+        return await publish(self.queue, queue, body, attributes)
 
     async def close(self) -> None:
+        if self.scheduler is not None:
+            with contextlib.suppress(Exception):
+                await self.scheduler.stop()
+        for queue_trigger in self.queue_triggers:
+            with contextlib.suppress(Exception):
+                await queue_trigger.stop()
         for consumer in self.consumers.values():
             with contextlib.suppress(Exception):
                 await consumer.stop(timeout=5.0)
