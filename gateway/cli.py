@@ -1,4 +1,4 @@
-"""The ``lambdagate`` command: run, check, invoke, schema, version.
+"""The ``lambdagate`` command: run, check, invoke, functions, schema, version.
 
 Only ``run`` imports the server (lazily), so ``check`` and ``schema`` work on a
 machine where the compiled hot path is not built, and print no more than they must.
@@ -71,6 +71,13 @@ def _build_parser() -> argparse.ArgumentParser:
     invoke.add_argument("-c", "--config", default=default_config, metavar="FILE", help=config_help)
     invoke.set_defaults(command=_invoke)
 
+    functions = commands.add_parser(
+        "functions", help="instances and metrics of the running gateway's functions"
+    )
+    functions.add_argument("--json", action="store_true", help="print the raw metrics as JSON")
+    functions.add_argument("-c", "--config", default=default_config, metavar="FILE", help=config_help)
+    functions.set_defaults(command=_functions)
+
     version = commands.add_parser("version", help="print versions of lambdagate and its runtime")
     version.set_defaults(command=_version)
     return parser
@@ -92,6 +99,12 @@ def _invoke(args: argparse.Namespace) -> int:
     from .cli_invoke import invoke_command
 
     return invoke_command(args)
+
+
+def _functions(args: argparse.Namespace) -> int:
+    from .cli_invoke import functions_command
+
+    return functions_command(args)
 
 
 def _check(args: argparse.Namespace) -> int:

@@ -14,7 +14,7 @@ import sys
 
 from .config import ConfigError, load_config, parse_listen
 
-__all__ = ["invoke_command"]
+__all__ = ["functions_command", "invoke_command"]
 
 
 def invoke_command(args: argparse.Namespace) -> int:
@@ -63,4 +63,44 @@ def invoke_command(args: argparse.Namespace) -> int:
     sys.stdout.write(body.decode(errors="replace") + "\n")
     if response.status >= 400 or response.getheader("X-Amz-Function-Error"):
         return 1
+    return 0
+
+
+def functions_command(args: argparse.Namespace) -> int:
+    """`lambdagate functions`: instances (warm/busy) and metrics per function, from one worker."""
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        for line in exc.errors:
+            print(line, file=sys.stderr)
+        return 1
+    if config.admin is None:
+        print(
+            f"{args.config}: [admin] is not configured: the function metrics are served there",
+            file=sys.stderr,
+        )
+        return 1
+    host, port = parse_listen(config.admin.listen)
+    connection = http.client.HTTPConnection(host or "127.0.0.1", port, timeout=10)
+    try:
+        connection.request("GET", "/functions", headers={"Authorization": f"Bearer {config.admin.token}"})
+        response = connection.getresponse()
+        body = response.read()
+    except OSError as exc:
+        print(f"cannot reach the gateway's admin listener at {config.admin.listen}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        connection.close()
+    if response.status != 200:
+        sys.stderr.write(body.decode(errors="replace") + "\n")
+        return 1
+    metrics = json.loads(body)
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+        return 0
+    columns = ("function", "instances", "busy", "idle", "invocations", "errors", "throttles", "cold_starts")
+    print("  ".join(f"{c:>11}" for c in columns) + "  last_error")
+    for name, m in sorted(metrics.items()):
+        cells = [name] + [str(m.get(c, "")) for c in columns[1:]]
+        print("  ".join(f"{c:>11}" for c in cells) + f"  {m.get('last_error') or '-'}")
     return 0

@@ -309,3 +309,13 @@ def test_failed_async_events_reach_the_dead_letters(
     assert admin_call(base, "POST", "/functions/failing/dead-letters/redrive").json() == {"redriven": 1}
     metrics = admin_call(base, "GET", "/functions").json()
     assert metrics["failing"]["errors"] >= 1
+
+
+def test_cli_functions(trigger_gateway: tuple[GatewayProcess, str, Path]) -> None:
+    gw, _, _ = trigger_gateway
+    command = [sys.executable, "-m", "gateway", "functions", "-c", str(gw.config_path)]
+    table = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    assert table.returncode == 0, table.stderr
+    assert "recorder" in table.stdout and "failing" in table.stdout
+    raw = subprocess.run([*command, "--json"], capture_output=True, text=True, timeout=30)
+    assert set(json.loads(raw.stdout)) == {"recorder", "failing"}
