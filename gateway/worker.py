@@ -46,6 +46,7 @@ async def _serve(
     runtime = build_runtime(config, loop)
     gateway = runtime.gateway
     functions = FunctionService(config, runtime.functions)
+    functions.start(loop)  # before any listener: an Event accepted must find its queue
     sync: StateSync | None = None
     if needs_store(config):
         sync = StateSync(open_store(config), runtime.consumers, runtime.subscriptions)
@@ -75,7 +76,6 @@ async def _serve(
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the master reloads; workers are replaced
     runtime.start(loop)
     await runtime.start_functions()
-    functions.start(loop)
     log("info", "worker started", worker=worker_id, routes=len(config.routes))
 
     signum = await stop

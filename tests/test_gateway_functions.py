@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -319,3 +321,63 @@ def test_cli_functions(trigger_gateway: tuple[GatewayProcess, str, Path]) -> Non
     assert "recorder" in table.stdout and "failing" in table.stdout
     raw = subprocess.run([*command, "--json"], capture_output=True, text=True, timeout=30)
     assert set(json.loads(raw.stdout)) == {"recorder", "failing"}
+
+
+def test_kill_9_loses_no_queued_event(tmp_path: Path) -> None:
+    """Events accepted (202) before the gateway is SIGKILLed all run after it restarts."""
+    from tests.support.gateway_process import GatewayProcess
+    from tests.support.upstream import free_port
+
+    code = Path(tempfile.mkdtemp(prefix="lambdagate-fn-"))
+    code.chmod(0o755)
+    out = Path(tempfile.mkdtemp(prefix="lambdagate-out-"))
+    out.chmod(0o777)
+    (code / "app.py").write_text(
+        "import os, time\n"
+        "def handler(event, context):\n"
+        "    time.sleep(0.3)\n"
+        f"    open(os.path.join({str(out)!r}, str(event['n'])), 'w').write('done')\n"
+    )
+    (code / "app.py").chmod(0o644)
+    admin_port = free_port()
+    port = free_port()
+    config = f"""
+[server]
+listen = "127.0.0.1:{port}"
+workers = 1
+access_log = "off"
+
+[store]
+path = "{tmp_path / "state.db"}"
+
+[admin]
+listen = "127.0.0.1:{admin_port}"
+token = "admin-token"
+
+[functions.slow]
+code = "{code}"
+handler = "app.handler"
+timeout = "2s"
+"""
+    gateway = GatewayProcess(config, port, tmp_path)
+    try:
+        gateway.start()
+        wait_for(lambda: admin_call(f"http://127.0.0.1:{admin_port}", "GET", "/functions").status_code == 200)
+        for n in range(10):
+            response = httpx.post(
+                f"http://127.0.0.1:{admin_port}/2015-03-31/functions/slow/invocations",
+                content=json.dumps({"n": n}),
+                headers={"Authorization": "Bearer admin-token", "X-Amz-Invocation-Type": "Event"},
+            )
+            assert response.status_code == 202
+        assert gateway.proc is not None
+        os.killpg(gateway.proc.pid, signal.SIGKILL)  # master and workers, no chance to drain
+        gateway.proc.wait(10)
+        assert len(list(out.iterdir())) < 10, "the test needs events still queued at the kill"
+        gateway.start()
+        wait_for(lambda: len(list(out.iterdir())) == 10, timeout=40)
+        assert sorted(int(p.name) for p in out.iterdir()) == list(range(10))
+    finally:
+        gateway.stop()
+        shutil.rmtree(code, ignore_errors=True)
+        shutil.rmtree(out, ignore_errors=True)

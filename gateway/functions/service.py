@@ -74,7 +74,9 @@ class FunctionService:
             policy = AsyncPolicy(
                 max_retries=function.retries,
                 max_event_age=function.max_event_age,
-                visibility_timeout=function.timeout + 60.0,
+                # An event whose worker died mid-run is taken up again after this; the margin
+                # covers an instance's start (milliseconds) with room to spare.
+                visibility_timeout=function.timeout + 10.0,
             )
             consumer = AsyncInvoker(self.queue, name, self._run_event, policy=policy)
             self.consumers[name] = consumer
