@@ -1,11 +1,10 @@
 """One SQLite file used from asyncio: a dedicated thread, WAL, explicit write transactions.
 
-The durable queue and the idempotency store keep their tables in a SQLite file of their own
-(or the state store's file: the table names are prefixed ``fn_`` and created with IF NOT EXISTS,
-so they never collide with the state store's migrations). sqlite3 blocks, so every statement
-runs on one thread per `SQLiteDatabase` (which also serialises the connection's use); the event
-loop only awaits. Several processes may open the same file: WAL lets readers proceed while one
-writes, and ``busy_timeout`` makes a writer wait for another instead of failing.
+Shared by the state store (gateway.store.embedded), the functions' durable queue and the
+idempotency store. sqlite3 blocks, so every statement runs on one thread per `SQLiteDatabase`
+(which also serialises the connection's use); the event loop only awaits. Several processes may
+open the same file: WAL lets readers proceed while one writes, and ``busy_timeout`` makes a
+writer wait for another instead of failing.
 """
 
 from __future__ import annotations
@@ -26,12 +25,24 @@ Synchronous = Literal["FULL", "NORMAL"]
 SETUP_TIMEOUT = 10.0  # seconds a new connection keeps retrying a locked setup
 
 
-class SQLiteDatabase:
-    """A lazily opened connection on its own thread; `schema` runs once per connection."""
+Setup = str | Callable[[sqlite3.Connection], None]
 
-    def __init__(self, path: str | PathLike[str], schema: str, *, synchronous: Synchronous = "FULL") -> None:
+
+class SQLiteDatabase:
+    """A lazily opened connection on its own thread; `setup` (a SQL script, or a function such
+    as a migration runner) runs once per connection, after the pragmas."""
+
+    def __init__(
+        self,
+        path: str | PathLike[str],
+        setup: Setup,
+        *,
+        synchronous: Synchronous = "FULL",
+        name: str = "database",
+    ) -> None:
         self.path = str(path)
-        self._schema = schema
+        self._setup = setup
+        self._name = name
         # FULL: a commit is on disk before it returns, so "accepted" survives a power cut too;
         # NORMAL survives a killed process (the WAL is in the OS cache) but not a power cut.
         self._synchronous = synchronous
@@ -42,9 +53,9 @@ class SQLiteDatabase:
     async def read(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run `work` on the database thread (autocommit: each statement sees committed data)."""
         if self._closed:
-            raise RuntimeError("the database is closed")
+            raise RuntimeError(f"the {self._name} is closed")
         if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lambdagate-fn-sqlite")
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lambdagate-sqlite")
         return await asyncio.get_running_loop().run_in_executor(self._executor, self._call, work)
 
     async def write(self, work: Callable[[sqlite3.Connection], T]) -> T:
@@ -106,7 +117,10 @@ class SQLiteDatabase:
             connection.execute("PRAGMA busy_timeout = 5000")
             connection.execute("PRAGMA journal_mode = WAL")
             connection.execute(f"PRAGMA synchronous = {self._synchronous}")
-            connection.executescript(self._schema)
+            if isinstance(self._setup, str):
+                connection.executescript(self._setup)
+            else:
+                self._setup(connection)
         except BaseException:
             connection.close()
             raise

@@ -35,7 +35,7 @@ from typing import Generic, Protocol, TypeVar
 import msgspec
 import redis.asyncio as redis_asyncio
 
-from .sqlite_db import SQLiteDatabase, Synchronous
+from gateway.sqlite_db import SQLiteDatabase, Synchronous
 
 __all__ = [
     "DEFAULT_WINDOW",

@@ -19,8 +19,9 @@ from typing import Any
 
 import msgspec
 
+from gateway.sqlite_db import SQLiteDatabase, Synchronous
+
 from .queue import DeadLetter, QueueDepth, QueueMessage, check_claim_arguments, new_message_id
-from .sqlite_db import SQLiteDatabase, Synchronous
 
 __all__ = ["SCHEMA", "SQLiteQueue"]
 

@@ -8,15 +8,15 @@ another instead of failing.
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from os import PathLike
 from typing import Any, TypeVar
 
 import msgspec
+
+from gateway.sqlite_db import SQLiteDatabase
 
 from .base import (
     ApiKeyRecord,
@@ -99,64 +99,18 @@ _CREDENTIAL_TABLES = {
 _json_encode = msgspec.json.encode
 
 
-SETUP_TIMEOUT = 10.0  # seconds a new connection keeps retrying a locked setup
-
-
 class SQLiteStore:
     """StateStore on a SQLite file (``[store] path``); the file is created on first use."""
 
     def __init__(self, path: str | PathLike[str], *, clock: Callable[[], float] = time.time) -> None:
         self.path = str(path)
         self._clock = clock
-        self._connection: sqlite3.Connection | None = None
-        self._executor: ThreadPoolExecutor | None = None
-        self._closed = False
+        self._db = SQLiteDatabase(path, _setup, synchronous="NORMAL", name="store")
 
     # --- plumbing ----------------------------------------------------------------------------
 
     async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        if self._closed:
-            raise RuntimeError("the store is closed")
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lambdagate-sqlite")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._call, work)
-
-    def _call(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        if self._connection is None:
-            self._connection = self._connect()
-        return work(self._connection)
-
-    def _connect(self) -> sqlite3.Connection:
-        # Several processes (workers, gateways) may open the file at once. Switching to WAL and
-        # migrating take locks that SQLite's busy handler does not always wait for, so the setup
-        # is retried for a while instead of failing the first request.
-        deadline = time.monotonic() + SETUP_TIMEOUT
-        delay = 0.01
-        while True:
-            try:
-                return self._connect_once()
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) and "busy" not in str(exc):
-                    raise
-                if time.monotonic() + delay > deadline:
-                    raise
-                time.sleep(delay)
-                delay = min(delay * 2, 0.2)
-
-    def _connect_once(self) -> sqlite3.Connection:
-        # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE in _write).
-        connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        try:
-            connection.execute("PRAGMA busy_timeout = 5000")
-            connection.execute("PRAGMA journal_mode = WAL")
-            connection.execute("PRAGMA synchronous = NORMAL")
-            connection.execute("PRAGMA foreign_keys = ON")
-            _migrate(connection)
-        except BaseException:
-            connection.close()
-            raise
-        return connection
+        return await self._db.read(work)
 
     def _write(self, work: Callable[[sqlite3.Connection], T]) -> Callable[[sqlite3.Connection], T]:
         """Wrap `work` in one transaction that also bumps the version counter if it changed rows."""
@@ -178,20 +132,7 @@ class SQLiteStore:
         return transaction
 
     async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        executor, self._executor = self._executor, None
-        if executor is None:
-            return
-
-        def close_connection() -> None:
-            if self._connection is not None:
-                self._connection.close()
-                self._connection = None
-
-        await asyncio.get_running_loop().run_in_executor(executor, close_connection)
-        executor.shutdown(wait=True)
+        await self._db.close()
 
     async def __aenter__(self) -> SQLiteStore:
         return self
@@ -447,6 +388,11 @@ class SQLiteStore:
 
 
 _Credential = TypeVar("_Credential", ApiKeyRecord, BasicAuthRecord, JwtSubjectRecord)
+
+
+def _setup(connection: sqlite3.Connection) -> None:
+    connection.execute("PRAGMA foreign_keys = ON")
+    _migrate(connection)
 
 
 def _migrate(connection: sqlite3.Connection) -> None:
