@@ -14,6 +14,7 @@ from posix.time cimport CLOCK_REALTIME, clock_gettime, timespec
 
 from .buffer cimport ByteBuffer, bb_append, bb_append_uint, bb_clear, bb_take
 from .cache cimport Entry, ResponseCache, Variants, primary_key
+from .headers cimport ascii_lower_equal
 from .http cimport CHECK_ANSWERED, CHECK_PASS, CHECK_PYTHON, FastCheck, HttpConnection
 from .limits cimport RateLimiter
 from .parser cimport Header, RequestParser
@@ -51,19 +52,8 @@ cdef bytes _ratelimit_lines(long long limit, long long remaining, double reset_a
     return bb_take(&_lines)
 
 
-cdef bint _name_is(const char* name, Py_ssize_t n, bytes lower):
-    cdef Py_ssize_t i
-    cdef char c
-    cdef const char* want = PyBytes_AS_STRING(lower)
-    if n != PyBytes_GET_SIZE(lower):
-        return False
-    for i in range(n):
-        c = name[i]
-        if c >= b'A' and c <= b'Z':
-            c = c + 32
-        if c != want[i]:
-            return False
-    return True
+cdef inline bint _name_is(const char* name, Py_ssize_t n, bytes lower):
+    return n == PyBytes_GET_SIZE(lower) and ascii_lower_equal(name, PyBytes_AS_STRING(lower), n)
 
 
 cdef object _header_value(RequestParser rp, const char* base, bytes lower_name):
@@ -84,6 +74,7 @@ cdef class KeyAuthCheck(FastCheck):
     cdef object identity_headers  # callable(Consumer) -> bytes header lines for the upstream
     cdef object version           # an object whose `generation` changes with the consumers (the
                                   # registry), or a callable() -> int; the memo is dropped on change
+    cdef bint version_is_attribute
     cdef object seen_version
     cdef dict memo
     cdef bytes challenge
@@ -93,6 +84,8 @@ cdef class KeyAuthCheck(FastCheck):
         self.lookup = lookup
         self.identity_headers = identity_headers
         self.version = version
+        # Resolved once: read a registry's `generation` attribute, or call a function.
+        self.version_is_attribute = not callable(version)
         self.seen_version = None
         self.memo = {}
         self.challenge = f'WWW-Authenticate: Key realm="{realm}"\r\n'.encode("latin-1")
@@ -108,7 +101,7 @@ cdef class KeyAuthCheck(FastCheck):
             conn.respond_error(401, "unauthorized", "No API key found in request",
                                not conn.request_complete, self.challenge)
             return CHECK_ANSWERED
-        current = self.version() if callable(self.version) else self.version.generation
+        current = self.version.generation if self.version_is_attribute else self.version()
         if current != self.seen_version:
             self.memo.clear()
             self.seen_version = current

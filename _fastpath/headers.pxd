@@ -1,6 +1,9 @@
 # Classification of the header names the proxy treats specially (hop-by-hop fields, framing,
 # forwarding headers), done once per field with a length switch and one case-insensitive compare.
 
+from .parser cimport Header, MessageHead
+
+
 cdef extern from "strings.h" nogil:
     int strncasecmp(const char* a, const char* b, size_t n)
 
@@ -86,4 +89,29 @@ cdef inline bint token_in_list(const char* lst, Py_ssize_t n, const char* tok, P
             end -= 1
         if end - start == tn and tn > 0 and strncasecmp(lst + start, tok, tn) == 0:
             return True
+    return False
+
+
+cdef inline bint ascii_lower_equal(const char* a, const char* lower, Py_ssize_t n) noexcept nogil:
+    """a[0:n] equals the lower-case `lower` ignoring ASCII case (header names are ASCII tokens)."""
+    cdef Py_ssize_t i
+    cdef char c
+    for i in range(n):
+        c = a[i]
+        if c >= b'A' and c <= b'Z':
+            c = c + 32
+        if c != lower[i]:
+            return False
+    return True
+
+
+cdef inline bint named_by_connection(MessageHead m, const char* base, Header* h) noexcept:
+    """Whether the field h is named in a Connection header of m (so it is hop-by-hop too)."""
+    cdef int i
+    cdef Header* c
+    for i in range(m.nheaders):
+        c = &m.headers[i]
+        if header_id(base + c.name.off, c.name.len) == H_CONNECTION:
+            if token_in_list(base + c.value.off, c.value.len, base + h.name.off, h.name.len):
+                return True
     return False

@@ -40,7 +40,6 @@ from .buffer cimport (
     bb_take,
 )
 from .headers cimport (
-    H_CONNECTION,
     H_CONTENT_LENGTH,
     H_EXPECT,
     H_HOST,
@@ -50,9 +49,10 @@ from .headers cimport (
     H_X_FORWARDED_HOST,
     H_X_FORWARDED_PROTO,
     H_X_REQUEST_ID,
+    ascii_lower_equal,
     header_id,
     is_hop_by_hop,
-    token_in_list,
+    named_by_connection,
 )
 from .parser cimport (
     BODY_CHUNKED,
@@ -749,9 +749,9 @@ cdef class HttpConnection(ProxyClient):
         for i in range(rp.nheaders):
             h = &rp.headers[i]
             if pool.hash_source == 1:
-                if h.name.len == nlen and _ascii_lower_equal(base + h.name.off, PyBytes_AS_STRING(name), nlen):
+                if h.name.len == nlen and ascii_lower_equal(base + h.name.off, PyBytes_AS_STRING(name), nlen):
                     return PyBytes_FromStringAndSize(base + h.value.off, h.value.len)
-            elif h.name.len == 6 and _ascii_lower_equal(base + h.name.off, b"cookie", 6):
+            elif h.name.len == 6 and ascii_lower_equal(base + h.name.off, b"cookie", 6):
                 value = _cookie_value(PyBytes_FromStringAndSize(base + h.value.off, h.value.len), name)
                 if value is not None:
                     return value
@@ -807,7 +807,7 @@ cdef class HttpConnection(ProxyClient):
             h = &rp.headers[i]
             hid = header_id(base + h.name.off, h.name.len)
             if hid == H_OTHER:
-                if rp.connection_tokens and _named_by_connection(rp, base, h):
+                if rp.connection_tokens and named_by_connection(rp, base, h):
                     continue
                 if (action.drop_headers is not None
                         and (action.drop_lengths >> (h.name.len if h.name.len < 64 else 63)) & 1
@@ -1519,21 +1519,9 @@ cdef class HttpConnection(ProxyClient):
 cdef bint _listed_name(tuple names, const char* name, Py_ssize_t n):
     """Whether a header name (any case) is one of the lower-case names."""
     for candidate in names:
-        if PyBytes_GET_SIZE(<bytes>candidate) == n and _ascii_lower_equal(name, PyBytes_AS_STRING(<bytes>candidate), n):
+        if PyBytes_GET_SIZE(<bytes>candidate) == n and ascii_lower_equal(name, PyBytes_AS_STRING(<bytes>candidate), n):
             return True
     return False
-
-
-cdef bint _ascii_lower_equal(const char* a, const char* lower, Py_ssize_t n) noexcept:
-    cdef Py_ssize_t i
-    cdef char c
-    for i in range(n):
-        c = a[i]
-        if c >= b'A' and c <= b'Z':
-            c = c + 32
-        if c != lower[i]:
-            return False
-    return True
 
 
 cdef bint _named_in_connection_values(object view, str name):
@@ -1542,17 +1530,6 @@ cdef bint _named_in_connection_values(object view, str name):
     for value in view.headers.get_all("connection"):
         for token in value.split(","):
             if token.strip().lower().encode("latin-1") == lower:
-                return True
-    return False
-
-
-cdef bint _named_by_connection(RequestParser rp, const char* base, Header* h) noexcept:
-    cdef int i
-    cdef Header* c
-    for i in range(rp.nheaders):
-        c = &rp.headers[i]
-        if header_id(base + c.name.off, c.name.len) == H_CONNECTION:
-            if token_in_list(base + c.value.off, c.value.len, base + h.name.off, h.name.len):
                 return True
     return False
 

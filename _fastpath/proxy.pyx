@@ -34,7 +34,7 @@ from .headers cimport (
     H_X_REQUEST_ID,
     header_id,
     is_hop_by_hop,
-    token_in_list,
+    named_by_connection,
 )
 from .parser cimport (
     BODY_CHUNKED,
@@ -411,7 +411,7 @@ cdef class UpstreamConnection(Watched):
                 continue
             elif hid == H_X_REQUEST_ID:
                 have_request_id = True
-            if rp.connection_tokens and hid == 0 and _listed_in_connection(rp, base, h):
+            if rp.connection_tokens and hid == 0 and named_by_connection(rp, base, h):
                 continue
             if cache_fields is not None and hid != H_TRANSFER_ENCODING:
                 if _is_x_cache(base + h.name.off, h.name.len):
@@ -463,7 +463,7 @@ cdef class UpstreamConnection(Watched):
                 continue
             if is_hop_by_hop(hid):
                 continue
-            if rp.connection_tokens and hid == 0 and _listed_in_connection(rp, base, h):
+            if rp.connection_tokens and hid == 0 and named_by_connection(rp, base, h):
                 continue
             fields.append((PyBytes_FromStringAndSize(base + h.name.off, h.name.len),
                            PyBytes_FromStringAndSize(base + h.value.off, h.value.len)))
@@ -750,15 +750,3 @@ cdef class UpstreamConnection(Watched):
             conns = self.pool.idle.get(self.target)
             if conns is not None and self in conns:
                 conns.remove(self)
-
-
-cdef bint _listed_in_connection(ResponseParser rp, const char* base, Header* h) noexcept:
-    """Whether the field h is named in a Connection header (so it is hop-by-hop too)."""
-    cdef int i
-    cdef Header* c
-    for i in range(rp.nheaders):
-        c = &rp.headers[i]
-        if header_id(base + c.name.off, c.name.len) == H_CONNECTION:
-            if token_in_list(base + c.value.off, c.value.len, base + h.name.off, h.name.len):
-                return True
-    return False
