@@ -16,7 +16,6 @@ worker and to Redis.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,6 +25,7 @@ import msgspec
 from gateway.logs import log
 from gateway.plugins import Plugin
 from gateway.plugins.cache import ResponseCachePlugin
+from gateway.tasks import cancel_and_wait
 
 __all__ = ["CachePurger", "PurgeRecord"]
 
@@ -80,9 +80,7 @@ class CachePurger:
 
     async def close(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
 
     def poll(self) -> int:
         """Apply the purges other workers appended since the last poll; returns how many."""

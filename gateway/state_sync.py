@@ -9,7 +9,6 @@ declared in the config file are never touched here.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
 
 from gateway.config import Config
@@ -18,6 +17,7 @@ from gateway.logs import log
 from gateway.store.base import StateStore, StoreSnapshot
 from gateway.store.watch import consumer_tables, follow_store
 from gateway.subscriptions import SubscriptionSnapshot
+from gateway.tasks import cancel_and_wait
 
 __all__ = ["StateSync", "needs_store", "open_store"]
 
@@ -60,9 +60,7 @@ class StateSync:
 
     async def close(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
         await self.store.close()
 
     def apply(self, snapshot: StoreSnapshot) -> None:

@@ -52,6 +52,8 @@ from typing import Protocol, TypeVar
 
 import redis.asyncio as redis_asyncio
 
+from gateway.tasks import cancel_and_wait
+
 from .events import DEFAULT_ORIGIN, EventOrigin, ScheduleEvent, build_schedule_event
 from .schedule import Schedule
 
@@ -361,6 +363,7 @@ class Scheduler:
         self._states: dict[str, _JobState] = {}
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self._firings: set[asyncio.Task[None]] = set()
 
     @property
@@ -371,15 +374,16 @@ class Scheduler:
         """Run the scheduling loop as a task on the running event loop."""
         if self._task is not None:
             raise RuntimeError("the scheduler is already running")
+        self._stopping = False
         self._task = asyncio.get_running_loop().create_task(self.run(), name="lambdagate-scheduler")
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Stop scheduling; wait up to `timeout` seconds for callbacks in flight, then cancel them."""
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            self._stopping = True  # the loop also ends by itself should a cancellation be lost
+            self._wakeup.set()
+            await cancel_and_wait(task)
         if self._firings:
             _, late = await asyncio.wait(self._firings, timeout=timeout)
             for firing in late:
@@ -409,10 +413,12 @@ class Scheduler:
         """The loop: sleep until the next occurrence of any job, claim it, fire it if won."""
         now = self._clock()
         self._states = {key: _JobState(job, self._due(job.schedule, now)) for key, job in self._jobs.items()}
-        while True:
+        while not self._stopping:
             self._wakeup.clear()
             now = self._clock()
             for state in list(self._states.values()):
+                if self._stopping:
+                    return
                 await self._handle(state, now)
             wakes = [wake for state in self._states.values() if (wake := _wake_time(state)) is not None]
             delay = self._max_sleep

@@ -35,6 +35,7 @@ from gateway.functions.scheduler import (
     SQLiteClaims,
     firing_event,
 )
+from gateway.tasks import cancel_and_wait
 
 __all__ = ["FunctionService"]
 
@@ -141,9 +142,7 @@ class FunctionService:
             with contextlib.suppress(Exception):
                 await consumer.stop(timeout=5.0)
         for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
+            await cancel_and_wait(task)
         if self.queue is not None:
             with contextlib.suppress(Exception):
                 await self.queue.close()
