@@ -26,7 +26,7 @@ from gateway.functions.logcapture import (
     start_line,
     timestamp,
 )
-from gateway.functions.runtime_api import Invocation
+from gateway.functions.runtime_api import Invocation, RuntimeReply
 from gateway.functions.sandbox import Instance, SandboxError, SandboxLimits, SandboxParent, start_instance
 from gateway.functions.spec import FunctionSpec, MiB
 from gateway.logs import log
@@ -157,10 +157,8 @@ class FunctionPool:
         self._parent_lock = asyncio.Lock()
         self._numbers = 0
         self._reaper: asyncio.Task[None] | None = None
-        self._deadlines: dict[str, asyncio.TimerHandle] = {}
-        self._expired: dict[str, asyncio.Future[str]] = {}
+        self._runs: dict[str, _Run] = {}  # invocations in flight, by request id
         self._background: set[asyncio.Task[None]] = set()
-        self._background_results: set[asyncio.Task[InvocationResult]] = set()
         # metrics
         self.invocations = self.errors = self.throttles = self.timeouts = self.cold_starts = 0
         self.duration_total = self.duration_max = self.init_total = 0.0
@@ -188,8 +186,10 @@ class FunctionPool:
                 waiter.set_exception(FunctionUnavailable(f"function {self.spec.name} is shutting down"))
         for instance in list(self.instances):
             instance.kill()
-        if self._background_results:
-            await asyncio.gather(*self._background_results, return_exceptions=True)
+        # Killed instances settle their invocations (exit) as their exit statuses come in.
+        in_flight = [run.result for run in self._runs.values()]
+        if in_flight:
+            await asyncio.wait(in_flight, timeout=5.0)
         await asyncio.gather(*(instance.close() for instance in list(self.instances)))
         self.instances.clear()
         self.idle.clear()
@@ -366,71 +366,129 @@ class FunctionPool:
     ) -> InvocationResult:
         """Run the function on payload (a JSON document). ``timeout`` shortens the function's
         own run time limit; ``queue_timeout`` overrides how long to wait for a free instance."""
-        request_id = request_id or str(uuid.uuid4())
-        run_timeout = self.spec.timeout if timeout is None else min(timeout, self.spec.timeout)
-        instance = await self._acquire(self.queue_timeout if queue_timeout is None else queue_timeout)
+        return await self.submit(
+            payload,
+            request_id=request_id,
+            client_context=client_context,
+            cognito_identity=cognito_identity,
+            trace_id=trace_id,
+            timeout=timeout,
+            queue_timeout=queue_timeout,
+        )
+
+    def submit(
+        self,
+        payload: bytes,
+        *,
+        request_id: str | None = None,
+        client_context: str | None = None,
+        cognito_identity: str | None = None,
+        trace_id: str | None = None,
+        timeout: float | None = None,
+        queue_timeout: float | None = None,
+    ) -> asyncio.Future[InvocationResult]:
+        """Start an invocation; the future resolves with its result (or TooManyRequests,
+        FunctionUnavailable). With an idle instance at hand this starts it at once, with no task.
+
+        The invocation runs to its end even if the caller stops waiting (as on Lambda): the
+        instance is handed back only once its runtime is free again. Cancelling the future
+        while it waits for an instance withdraws the request.
+        """
         invocation = Invocation(
-            request_id, payload, self.arn, run_timeout, trace_id, client_context, cognito_identity
+            request_id or str(uuid.uuid4()),
+            payload,
+            self.arn,
+            self.spec.timeout if timeout is None else min(timeout, self.spec.timeout),
+            trace_id,
+            client_context,
+            cognito_identity,
         )
-        # The invocation runs to its end even if the caller goes away (as on Lambda), so that
-        # the instance is handed back only once its runtime is free again.
-        task = asyncio.get_running_loop().create_task(self._run_and_release(instance, invocation))
-        self._background_results.add(task)
-        task.add_done_callback(self._background_results.discard)
-        return await asyncio.shield(task)
+        while self.idle and not self.closed:
+            instance = self.idle.pop()
+            if not instance.exited.done():
+                return self._begin(instance, invocation)
+            self._discard(instance)
+        wait = self.queue_timeout if queue_timeout is None else queue_timeout
+        return asyncio.get_running_loop().create_task(self._acquire_and_run(invocation, wait))
 
-    async def _run_and_release(self, instance: Instance, invocation: Invocation) -> InvocationResult:
-        try:
-            result = await self._run(instance, invocation)
-        except BaseException:
-            instance.state = "dead"
-            raise
-        finally:
-            self._release(instance)
-        self._count(result)
-        return result
+    async def _acquire_and_run(self, invocation: Invocation, queue_timeout: float) -> InvocationResult:
+        instance = await self._acquire(queue_timeout)
+        return await self._begin(instance, invocation)
 
-    def _delivered(self, instance: Instance, invocation: Invocation) -> None:
-        """The runtime has the event: the run-time clock starts (Lambda-Runtime-Deadline-Ms)."""
-        expired = self._expired.get(invocation.request_id)
-        if expired is None:
-            return
-        init_timer = self._deadlines.pop(invocation.request_id, None)
-        if init_timer is not None:
-            init_timer.cancel()
-        self._deadlines[invocation.request_id] = asyncio.get_running_loop().call_later(
-            invocation.timeout, _expire, expired, "timeout"
-        )
-
-    async def _run(self, instance: Instance, invocation: Invocation) -> InvocationResult:
+    def _begin(self, instance: Instance, invocation: Invocation) -> asyncio.Future[InvocationResult]:
+        """Hand the invocation to the instance; whichever comes first of its answer, its exit
+        and its deadline settles it (_settle)."""
         loop = asyncio.get_running_loop()
-        cold = instance.invocations == 0
+        run = _Run(instance, invocation, cold=instance.invocations == 0, result=loop.create_future())
         instance.state = "busy"
         instance.invocations += 1
-        invocation.outcome = loop.create_future()
-        expired: asyncio.Future[str] = loop.create_future()
-        self._expired[invocation.request_id] = expired
+        outcome: asyncio.Future[RuntimeReply] = loop.create_future()
+        invocation.outcome = outcome
+        self._runs[invocation.request_id] = run
         capture = instance.capture
         capture.begin(invocation.request_id)
         capture.note(start_line(invocation.request_id))
         if instance.ready_at is None:
-            self._deadlines[invocation.request_id] = loop.call_later(
-                self.init_timeout, _expire, expired, "init"
-            )
+            run.timer = loop.call_later(self.init_timeout, self._settle, run, "init")
+        outcome.add_done_callback(run.on_outcome)
+        instance.exited.add_done_callback(run.on_exit)
+        run.pool = self
         try:
             instance.channel.assign(invocation)
-            watched: set[asyncio.Future[object]] = {invocation.outcome, instance.exited, expired}  # type: ignore[arg-type]
-            await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            timer = self._deadlines.pop(invocation.request_id, None)
-            if timer is not None:
-                timer.cancel()
-            self._expired.pop(invocation.request_id, None)
+        except BaseException:
+            self._settle(run, "exit")
+            raise
+        return run.result
+
+    def _delivered(self, instance: Instance, invocation: Invocation) -> None:
+        """The runtime has the event: the run-time clock starts (Lambda-Runtime-Deadline-Ms)."""
+        run = self._runs.get(invocation.request_id)
+        if run is None or run.settled:
+            return
+        if run.timer is not None:
+            run.timer.cancel()
+        run.timer = asyncio.get_running_loop().call_later(invocation.timeout, self._settle, run, "timeout")
+
+    def _settle(self, run: _Run, why: str) -> None:
+        """The invocation is over (why: "reply", "exit", "timeout" or "init"): make its result,
+        write its log lines, hand the instance back."""
+        if run.settled:
+            return
+        run.settled = True
+        instance, invocation = run.instance, run.invocation
+        if run.timer is not None:
+            run.timer.cancel()
+        instance.exited.remove_done_callback(run.on_exit)
+        self._runs.pop(invocation.request_id, None)
+        try:
+            result = self._result(run, why)
+        except BaseException as exc:
+            instance.state = "dead"
+            self._release(instance)
+            if not run.result.done():
+                run.result.set_exception(exc)
+            raise
+        self._release(instance)
+        self._count(result)
+        if not run.result.done():
+            run.result.set_result(result)
+
+    def _result(self, run: _Run, why: str) -> InvocationResult:
+        instance, invocation, cold = run.instance, run.invocation, run.cold
         now = time.perf_counter()
         duration_ms = 0.0 if invocation.delivered_at is None else (now - invocation.delivered_at) * 1000
-        memory = instance.sample_memory()
+        outcome = invocation.outcome
+        reply = (
+            outcome.result() if outcome is not None and outcome.done() and not outcome.cancelled() else None
+        )
+        if reply is not None and reply.max_rss_kib is not None:
+            # The built-in runtime reports its own peak size and CPU time: no /proc reads.
+            memory = instance.max_memory = max(instance.max_memory, reply.max_rss_kib * 1024)
+            cpu_seconds = (reply.cpu_ms or 0) / 1000
+        else:
+            memory = instance.sample_memory()
+            cpu_seconds = -1.0  # read below, only if the instance is to be reused
         request_id = invocation.request_id
-        reply = invocation.outcome.result() if invocation.outcome.done() else None
         status: ResultStatus = "success"
         error_type: str | None = None
         payload = b""
@@ -455,11 +513,11 @@ class FunctionPool:
             if reply.kind == "init_error" or reply.retire:
                 instance.state = "dead"
                 instance.kill()
-        elif expired.done():
+        elif why in ("timeout", "init"):
             # Deadline: kill exactly the instance holding this invocation.
             instance.state = "dead"
             instance.kill()
-            limit = invocation.timeout if expired.result() == "timeout" else self.init_timeout
+            limit = invocation.timeout if why == "timeout" else self.init_timeout
             duration_ms = limit * 1000
             status, error_type = "timeout", "Sandbox.Timedout"
             payload = _error_document(
@@ -468,7 +526,7 @@ class FunctionPool:
             notes.append(f"{timestamp()} {request_id} Task timed out after {limit:.2f} seconds")
         else:
             instance.state = "dead"
-            exit_status = instance.exited.result()
+            exit_status = instance.exited.result() if instance.exited.done() else 0
             reason = (
                 "Runtime exited without providing a reason"
                 if exit_status == 0
@@ -477,13 +535,15 @@ class FunctionPool:
             status, error_type = "error", "Runtime.ExitError"
             payload = _error_document(error_type, f"RequestId: {request_id} Error: {reason}")
             notes.append(f"RequestId: {request_id} Error: {reason}\n{error_type}")
-        if instance.state != "dead" and (
-            instance.cpu_seconds() > 0.8 * self.limits.cpu_seconds or memory > self.spec.memory
-        ):
-            instance.state = "dead"  # retire it before a limit kills it in the middle of an invocation
+        if instance.state != "dead":
+            if cpu_seconds < 0:
+                cpu_seconds = instance.cpu_seconds()
+            if cpu_seconds > 0.8 * self.limits.cpu_seconds or memory > self.spec.memory:
+                instance.state = "dead"  # retire it before a limit kills it in an invocation
         init_ms = instance.init_duration_ms if cold else None
         max_memory_mb = max(1, -(-memory // MiB))
         # What the instance wrote before it answered (or was killed) is in the pipe by now.
+        capture = instance.capture
         capture.drain()
         for note in notes:
             capture.note(note)
@@ -550,6 +610,31 @@ class FunctionPool:
         )
 
 
-def _expire(expired: asyncio.Future[str], why: str) -> None:
-    if not expired.done():
-        expired.set_result(why)
+class _Run:
+    """One invocation in flight on one instance, until _settle."""
+
+    __slots__ = ("cold", "instance", "invocation", "pool", "result", "settled", "timer")
+
+    def __init__(
+        self,
+        instance: Instance,
+        invocation: Invocation,
+        *,
+        cold: bool,
+        result: asyncio.Future[InvocationResult],
+    ) -> None:
+        self.instance = instance
+        self.invocation = invocation
+        self.cold = cold
+        self.result = result
+        self.settled = False
+        self.timer: asyncio.TimerHandle | None = None
+        self.pool: FunctionPool | None = None
+
+    def on_outcome(self, _future: asyncio.Future[RuntimeReply]) -> None:
+        if self.pool is not None:
+            self.pool._settle(self, "reply")
+
+    def on_exit(self, _future: asyncio.Future[int]) -> None:
+        if self.pool is not None:
+            self.pool._settle(self, "exit")

@@ -50,7 +50,7 @@ class Invocation:
     outcome: asyncio.Future[RuntimeReply] | None = field(default=None, repr=False)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RuntimeReply:
     """What the instance's runtime answered for an invocation (or at init)."""
 
@@ -59,6 +59,9 @@ class RuntimeReply:
     content_type: str = "application/json"
     error_type: str | None = None  # errorType of an error body (or its header)
     retire: bool = False  # the instance must not be reused (e.g. its connection was cut)
+    # What the built-in runtime reports of itself with each answer (None from the Runtime API).
+    max_rss_kib: int | None = None
+    cpu_ms: int | None = None
 
 
 class _ErrorType(msgspec.Struct):

@@ -9,6 +9,8 @@ interpreter start. For runtime "provided" the fork execs ``code/bootstrap`` afte
 Each instance has its own Runtime API listener (a loopback port in the gateway, or, for
 ``network = false``, a socket the sandbox created inside its namespace and passed back), its own
 output pipe and its own temp dir, and is its own process group: killing it kills what it forked.
+A python instance gets its events over an invocation socket instead (gateway.functions.
+invocation_channel); its Runtime API listener then only serves the extension stubs.
 
 Limitation: the instances of all functions run as the same unprivileged user (nobody), so
 RLIMIT_NPROC counts them together and one function's instance may signal another's; a process
@@ -36,8 +38,9 @@ from typing import Any, Literal
 
 import msgspec
 
+from gateway.functions.invocation_channel import InvocationChannel
 from gateway.functions.logcapture import LogCapture, LogSink
-from gateway.functions.runtime_api import RuntimeApiProtocol, RuntimeChannel
+from gateway.functions.runtime_api import Invocation, RuntimeApiProtocol, RuntimeChannel
 from gateway.functions.spec import FunctionSpec
 from gateway.logs import log
 
@@ -232,7 +235,9 @@ class SandboxParent:
             )
         return self.ready
 
-    async def spawn(self, *, api: str | None, tmp: str, stream: str, log_fd: int) -> Spawned:
+    async def spawn(
+        self, *, api: str | None, tmp: str, stream: str, log_fd: int, invocation_fd: int | None = None
+    ) -> Spawned:
         """Fork an instance; api None asks the sandbox for a listener inside its namespace."""
         if not self.alive or self._loop is None:
             raise SandboxError(f"the sandbox of {self.spec.name} is not running")
@@ -241,7 +246,8 @@ class SandboxParent:
         future: asyncio.Future[Spawned] = self._loop.create_future()
         self._spawns[spawn_id] = future
         try:
-            self._send({"op": "spawn", "id": spawn_id, "api": api, "tmp": tmp, "stream": stream}, [log_fd])
+            fds = [log_fd] if invocation_fd is None else [log_fd, invocation_fd]
+            self._send({"op": "spawn", "id": spawn_id, "api": api, "tmp": tmp, "stream": stream}, fds)
             return await asyncio.wait_for(future, 10)
         finally:
             self._spawns.pop(spawn_id, None)
@@ -356,15 +362,26 @@ InstanceState = Literal["starting", "idle", "busy", "dead"]
 
 
 class Instance:
-    """One running instance: its process group, Runtime API, output capture and temp dir."""
+    """One running instance: its process group, Runtime API, output capture and temp dir.
+
+    ``channel`` carries its invocations: the Runtime API's for runtime "provided", the invocation
+    socket's for runtime "python" (whose ``api_channel`` then only serves extension stubs).
+    """
 
     def __init__(
-        self, number: int, spec: FunctionSpec, channel: RuntimeChannel, capture: LogCapture, tmp: str
+        self,
+        number: int,
+        spec: FunctionSpec,
+        channel: RuntimeChannel | InvocationChannel,
+        api_channel: RuntimeChannel,
+        capture: LogCapture,
+        tmp: str,
     ) -> None:
         self.number = number
         self.name = f"{spec.name}-{number}"
         self.spec = spec
         self.channel = channel
+        self.api_channel = api_channel
         self.capture = capture
         self.tmp = tmp
         self.pid = 0
@@ -412,6 +429,8 @@ class Instance:
         self.state = "dead"
         self.kill()
         self.channel.close()
+        if self.api_channel is not self.channel:
+            self.api_channel.close()
         if self.server is not None:
             self.server.close()
         if self.pid and not self.exited.done():
@@ -448,13 +467,22 @@ async def start_instance(
         if not instance.ready.done():
             instance.ready.set_result(None)
 
-    channel = RuntimeChannel(
-        function_name=spec.name,
-        handler=spec.handler,
-        on_first_poll=first_poll,
-        on_delivered=lambda invocation: on_delivered(instance, invocation),  # type: ignore[arg-type]
-    )
-    instance = Instance(number, spec, channel, capture, tmp)
+    def delivered(invocation: Invocation) -> None:
+        assert instance is not None
+        on_delivered(instance, invocation)
+
+    api_channel = RuntimeChannel(function_name=spec.name, handler=spec.handler)
+    channel: RuntimeChannel | InvocationChannel
+    ours: socket.socket | None = None
+    theirs: socket.socket | None = None
+    if spec.runtime == "python":
+        channel = InvocationChannel(on_first_poll=first_poll, on_delivered=delivered)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    else:
+        api_channel.on_first_poll = first_poll
+        api_channel.on_delivered = delivered
+        channel = api_channel
+    instance = Instance(number, spec, channel, api_channel, capture, tmp)
     listener: socket.socket | None = None
     try:
         api: str | None = None
@@ -464,20 +492,35 @@ async def start_instance(
             listener.listen(16)
             api = f"127.0.0.1:{listener.getsockname()[1]}"
         try:
-            spawned = await parent.spawn(api=api, tmp=tmp, stream=log_stream_name(), log_fd=log_write)
+            spawned = await parent.spawn(
+                api=api,
+                tmp=tmp,
+                stream=log_stream_name(),
+                log_fd=log_write,
+                invocation_fd=theirs.fileno() if theirs is not None else None,
+            )
         finally:
             os.close(log_write)
+            if theirs is not None:
+                theirs.close()
         instance.pid = spawned.pid
         instance.exited = spawned.exited
         if spawned.listener is not None:
             listener = spawned.listener
         assert listener is not None
         listener.setblocking(False)
-        instance.server = await loop.create_server(lambda: RuntimeApiProtocol(channel), sock=listener)
+        instance.server = await loop.create_server(lambda: RuntimeApiProtocol(api_channel), sock=listener)
+        if isinstance(channel, InvocationChannel):
+            assert ours is not None
+            ours.setblocking(False)
+            await loop.create_unix_connection(lambda: channel, sock=ours)
+            ours = None  # the transport owns it now
         capture.start(loop)
     except BaseException:
         if listener is not None and instance.server is None:
             listener.close()
+        if ours is not None:
+            ours.close()
         await instance.close()
         raise
     return instance

@@ -1,8 +1,8 @@
-"""The Runtime API loop of a python instance: next -> handler(event, context) -> response | error.
+"""The invocation loop of a python instance: frame -> handler(event, context) -> frame.
 
-One keep-alive connection to the instance's Runtime API, opened once: a sandbox without a network
-(its own namespace) keeps using the connection it opened before the namespace was entered.
-Errors are reported as AWS's Python runtime reports them (errorMessage, errorType, requestId,
+Events come over the instance's invocation socket (gateway.functions.python_runtime.frames), not
+HTTP: the socket is inherited at fork, so a sandbox without a network (its own namespace) has it
+too. Errors are reported as AWS's Python runtime reports them (errorMessage, errorType, requestId,
 stackTrace) and logged as "[ERROR] Type: message" with the traceback.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import socket
 import sys
 import traceback
@@ -18,62 +19,55 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
+from gateway.functions.python_runtime import frames
 from gateway.functions.python_runtime.context import LambdaContext
 
 Handler = Callable[[Any, LambdaContext], Any]
 
-API = "/2018-06-01/runtime"
 # The error type the gateway reads as "the instance ran out of memory" (it then kills the instance).
 OUT_OF_MEMORY = "Runtime.OutOfMemory"
+_RECV_SIZE = 262144
 
 
-class RuntimeConnection:
-    """Minimal HTTP/1.1 client for the Runtime API: the server always sends Content-Length."""
+class InvocationSocket:
+    """The instance's end of its invocation socket (blocking: the instance has nothing else to do)."""
 
-    def __init__(self, sock: socket.socket, host: str) -> None:
+    def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        self.host = host.encode()
         self.buffer = b""
 
-    @classmethod
-    def open(cls, address: str) -> RuntimeConnection:
-        host, _, port = address.rpartition(":")
-        sock = socket.create_connection((host, int(port)))
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return cls(sock, address)
-
-    def request(
-        self, method: str, path: str, body: bytes = b"", headers: tuple[tuple[str, str], ...] = ()
-    ) -> tuple[int, dict[str, str], bytes]:
-        head = [f"{method} {path} HTTP/1.1", f"Host: {self.host.decode()}"]
-        head.extend(f"{name}: {value}" for name, value in headers)
-        if method != "GET":
-            head.append(f"Content-Length: {len(body)}")
-        self.sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
-        return self._read_response()
+    def read_frame(self) -> bytes:
+        """The next frame from the gateway, without its length prefix."""
+        while len(self.buffer) < frames.LENGTH.size:
+            self._fill()
+        (length,) = frames.LENGTH.unpack_from(self.buffer)
+        end = frames.LENGTH.size + length
+        if len(self.buffer) >= end:
+            frame, self.buffer = self.buffer[frames.LENGTH.size : end], self.buffer[end:]
+            return frame
+        # A large event: receive the rest straight into a buffer of its size.
+        frame_buffer = bytearray(length)
+        have = len(self.buffer) - frames.LENGTH.size
+        frame_buffer[:have] = self.buffer[frames.LENGTH.size :]
+        self.buffer = b""
+        view = memoryview(frame_buffer)
+        while have < length:
+            received = self.sock.recv_into(view[have:])
+            if received == 0:
+                raise ConnectionError("the gateway closed the invocation socket")
+            have += received
+        return bytes(frame_buffer)
 
     def _fill(self) -> None:
-        chunk = self.sock.recv(262144)
+        chunk = self.sock.recv(_RECV_SIZE)
         if not chunk:
-            raise ConnectionError("the Runtime API closed the connection")
+            raise ConnectionError("the gateway closed the invocation socket")
         self.buffer += chunk
 
-    def _read_response(self) -> tuple[int, dict[str, str], bytes]:
-        while (end := self.buffer.find(b"\r\n\r\n")) < 0:
-            self._fill()
-        lines = self.buffer[:end].decode("latin-1").split("\r\n")
-        status = int(lines[0].split(" ", 2)[1])
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-        length = int(headers.get("content-length", "0"))
-        start = end + 4
-        while len(self.buffer) < start + length:
-            self._fill()
-        body = self.buffer[start : start + length]
-        self.buffer = self.buffer[start + length :]
-        return status, headers, body
+    def send(self, kind: int, body: bytes) -> None:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        cpu_ms = int((usage.ru_utime + usage.ru_stime) * 1000)
+        self.sock.sendall(frames.reply_frame(kind, usage.ru_maxrss, cpu_ms, body))
 
 
 def _json_default(value: object) -> object:
@@ -105,40 +99,29 @@ def log_error(payload: dict[str, Any]) -> None:
     sys.stderr.flush()
 
 
-def post_error(conn: RuntimeConnection, path: str, payload: dict[str, Any]) -> None:
-    body = json.dumps(payload).encode()
-    conn.request(
-        "POST",
-        path,
-        body,
-        (("Content-Type", "application/json"), ("Lambda-Runtime-Function-Error-Type", payload["errorType"])),
-    )
+def send_error(channel: InvocationSocket, kind: int, payload: dict[str, Any]) -> None:
+    channel.send(kind, json.dumps(payload).encode())
 
 
-def serve(conn: RuntimeConnection, handler: Handler | None, init_error: dict[str, Any] | None) -> None:
-    """Answer invocations until the connection goes; an init error is reported once, then exit."""
+def serve(channel: InvocationSocket, handler: Handler | None, init_error: dict[str, Any] | None) -> None:
+    """Answer invocations until the socket goes; an init error is reported once, then exit."""
     if handler is None:
         assert init_error is not None
         log_error(init_error)
-        post_error(conn, f"{API}/init/error", init_error)
+        send_error(channel, frames.INIT_ERROR, init_error)
         os._exit(1)
+    channel.send(frames.READY, b"")
     while True:
-        _status, headers, body = conn.request("GET", f"{API}/invocation/next")
-        request_id = headers["lambda-runtime-aws-request-id"]
-        trace_id = headers.get("lambda-runtime-trace-id")
-        if trace_id:
-            os.environ["_X_AMZN_TRACE_ID"] = trace_id
-        else:
-            os.environ.pop("_X_AMZN_TRACE_ID", None)
+        frame = channel.read_frame()
+        (header_length,) = frames.HEADER_LENGTH.unpack_from(frame)
+        body_start = frames.HEADER_LENGTH.size + header_length
+        header = frame[frames.HEADER_LENGTH.size : body_start].decode().split(frames.SEPARATOR)
+        request_id, deadline_ms, function_arn, trace_id, client_context, cognito_identity = header
+        body = frame[body_start:]
+        os.environ["_X_AMZN_TRACE_ID"] = trace_id
         context = LambdaContext(
-            request_id,
-            int(headers.get("lambda-runtime-deadline-ms", "0")),
-            headers.get("lambda-runtime-invoked-function-arn"),
-            headers.get("lambda-runtime-client-context"),
-            headers.get("lambda-runtime-cognito-identity"),
-            headers.get("lambda-runtime-aws-tenant-id"),
+            request_id, int(deadline_ms), function_arn, client_context or None, cognito_identity or None
         )
-        path = f"{API}/invocation/{request_id}"
         try:
             try:
                 event = json.loads(body) if body else None
@@ -154,7 +137,7 @@ def serve(conn: RuntimeConnection, handler: Handler | None, init_error: dict[str
             sys.stdout.flush()
             payload = error_payload(exc, request_id, OUT_OF_MEMORY)
             payload["stackTrace"] = []
-            post_error(conn, f"{path}/error", payload)
+            send_error(channel, frames.ERROR, payload)
             os._exit(1)
         except _Tagged as exc:
             payload = {
@@ -165,17 +148,17 @@ def serve(conn: RuntimeConnection, handler: Handler | None, init_error: dict[str
             }
             _flush()
             log_error(payload)
-            post_error(conn, f"{path}/error", payload)
+            send_error(channel, frames.ERROR, payload)
         except Exception as exc:
             payload = error_payload(exc, request_id)
             _flush()
             log_error(payload)
-            post_error(conn, f"{path}/error", payload)
+            send_error(channel, frames.ERROR, payload)
         else:
             # Output written during the invocation must be in the pipe before the response: the
             # gateway drains the pipe when the response arrives to attribute it to this request.
             _flush()
-            conn.request("POST", f"{path}/response", response, (("Content-Type", "application/json"),))
+            channel.send(frames.RESPONSE, response)
 
 
 class _Tagged(Exception):

@@ -6,7 +6,8 @@ SOCK_SEQPACKET, JSON messages, file descriptors passed with SCM_RIGHTS):
 
   gateway -> parent   {"op": "config", ...}                first message: how to confine, what to run
   parent -> gateway   {"op": "ready", ...}                 confined; the handler module is imported
-  gateway -> parent   {"op": "spawn", "id", "api", "tmp", "stream"} + [log pipe write end]
+  gateway -> parent   {"op": "spawn", "id", "api", "tmp", "stream"} + [log pipe write end,
+                      and for runtime "python" the instance's end of its invocation socket]
   parent -> gateway   {"op": "spawned", "id", "pid", "api"} (+ [Runtime API listener] without network)
   parent -> gateway   {"op": "spawn_failed", "id", "error"}
   parent -> gateway   {"op": "exited", "pid", "status"}    an instance ended (os.waitpid status)
@@ -177,7 +178,8 @@ class Parent:
 
     def spawn(self, message: dict[str, Any], fds: list[int]) -> None:
         log_fd = fds[0]
-        for extra in fds[1:]:
+        invocation_fd = fds[1] if len(fds) > 1 and self.config["runtime"] == "python" else None
+        for extra in fds[1 if invocation_fd is None else 2 :]:
             os.close(extra)
         listener: socket.socket | None = None
         api = message.get("api")
@@ -194,6 +196,8 @@ class Parent:
             pid = os.fork()
         except OSError as exc:
             os.close(log_fd)
+            if invocation_fd is not None:
+                os.close(invocation_fd)
             if listener is not None:
                 listener.close()
             send(self.ctl, {"op": "spawn_failed", "id": message["id"], "error": str(exc)})
@@ -202,20 +206,24 @@ class Parent:
             try:
                 if listener is not None:
                     listener.close()
-                self.become_instance(message, log_fd, api)
+                self.become_instance(message, log_fd, invocation_fd, api)
             except BaseException:
                 with contextlib.suppress(BaseException):
                     traceback.print_exc()
                     sys.stderr.flush()
             os._exit(127)
         os.close(log_fd)
+        if invocation_fd is not None:
+            os.close(invocation_fd)
         self.instances.add(pid)
         reply = {"op": "spawned", "id": message["id"], "pid": pid, "api": api}
         send(self.ctl, reply, [listener.fileno()] if listener is not None else None)
         if listener is not None:
             listener.close()
 
-    def become_instance(self, message: dict[str, Any], log_fd: int, api: str) -> None:
+    def become_instance(
+        self, message: dict[str, Any], log_fd: int, invocation_fd: int | None, api: str
+    ) -> None:
         signal.set_wakeup_fd(-1)
         for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGPIPE):
             signal.signal(signum, signal.SIG_DFL)
@@ -241,8 +249,11 @@ class Parent:
         confine.set_limit(resource.RLIMIT_AS, confine.address_space_in_use() + limits["memory"])
         sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
         sys.stderr.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-        connection = client.RuntimeConnection.open(api)
-        client.serve(connection, self.handler, self.init_error)
+        if invocation_fd is None:
+            raise RuntimeError("no invocation socket was passed for this instance")
+        invocations = socket.socket(fileno=invocation_fd)
+        invocations.setblocking(True)
+        client.serve(client.InvocationSocket(invocations), self.handler, self.init_error)
 
     def shutdown(self) -> None:
         """Kill every process this parent has (instances, and orphans it adopted as subreaper)."""
