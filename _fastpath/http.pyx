@@ -239,7 +239,8 @@ cdef class RouteAction:
 
     @staticmethod
     def python_handler(str name, object handler):
-        """A route answered by `await handler(request, body) -> Response` (the body is buffered)."""
+        """A route answered by `handler(request, body)`: a Response, or a coroutine or future of
+        one (the body is buffered)."""
         cdef RouteAction a = RouteAction(name)
         a.kind = ACTION_HANDLER
         a.handler = handler
@@ -1066,7 +1067,12 @@ cdef class HttpConnection(ProxyClient):
         cdef bytes body = bb_take(&self.pending)
         self.handler_ready = False
         try:
-            task = asyncio.ensure_future(self.action.handler(self.view, body))
+            result = self.action.handler(self.view, body)
+            if isinstance(result, PluginResponse):  # answered at once
+                self.respond_response(result)
+                return
+            # A coroutine becomes a task; a future (the function routes' handler) is taken as is.
+            task = asyncio.ensure_future(result)
         except Exception:
             self.plugin_failed("handler")
             return

@@ -23,7 +23,7 @@ from gateway.app import Runtime, build_runtime
 from gateway.cache_purge import CachePurger
 from gateway.config import Config
 from gateway.functions.service import FunctionService
-from gateway.logs import log
+from gateway.logs import flush_batched, log
 from gateway.plugins import Request, Response
 from gateway.server import listen_backlog
 from gateway.state_sync import StateSync, needs_store, open_store
@@ -38,6 +38,7 @@ def serve(config: Config, sockets: list[socket.socket], worker_id: int) -> int:
     finally:
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
+        flush_batched()
 
 
 async def _serve(

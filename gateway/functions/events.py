@@ -95,13 +95,22 @@ _MONTHS: Final = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep",
 _TEXT_APPLICATION_TYPES: Final = frozenset({"application/json", "application/xml", "application/javascript"})
 
 
+_request_time: tuple[int, str] = (-1, "")  # the last second formatted (one event per request)
+
+
 def format_request_time(time_ms: int) -> str:
     """API Gateway's request time, '27/Nov/2026:16:06:00 +0000' (UTC, English month, locale-free)."""
-    t = time.gmtime(time_ms // 1000)
-    return (
+    global _request_time
+    second = time_ms // 1000
+    if _request_time[0] == second:
+        return _request_time[1]
+    t = time.gmtime(second)
+    text = (
         f"{t.tm_mday:02d}/{_MONTHS[t.tm_mon - 1]}/{t.tm_year}:"
         f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} +0000"
     )
+    _request_time = (second, text)
+    return text
 
 
 def route_key(path_pattern: str, methods: Sequence[str] | None, request_method: str) -> str:

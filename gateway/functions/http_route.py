@@ -8,10 +8,11 @@ throttled integration), a sandbox that cannot run 502.
 
 from __future__ import annotations
 
+import asyncio
 import time
-import uuid
 from collections.abc import Sequence
 
+from gateway.functions import ids
 from gateway.functions.events import (
     PayloadVersion,
     build_http_event_v2,
@@ -21,7 +22,7 @@ from gateway.functions.events import (
     result_to_response,
     route_key,
 )
-from gateway.functions.pool import FunctionPool, FunctionUnavailable, TooManyRequests
+from gateway.functions.pool import FunctionPool, FunctionUnavailable, InvocationResult, TooManyRequests
 from gateway.logs import log
 from gateway.plugins import Request, Response
 
@@ -44,9 +45,11 @@ class FunctionRoute:
         self.path_pattern = path_pattern
         self.methods = methods
 
-    async def __call__(self, request: Request, body: bytes) -> Response:
+    def __call__(self, request: Request, body: bytes) -> asyncio.Future[Response]:
+        """The response, as a future: no coroutine or task per request (the engine accepts a
+        future from a route handler as it is)."""
         # Lambda's request id is a UUID; the gateway's own id still travels in X-Request-Id.
-        aws_request_id = str(uuid.uuid4())
+        aws_request_id = ids.request_id()
         build = build_http_event_v2 if self.payload == "2.0" else build_rest_event_v1
         event = build(
             method=request.method,
@@ -60,18 +63,37 @@ class FunctionRoute:
             request_id=aws_request_id,
             time_ms=int(time.time() * 1000),
         )
-        try:
-            result = await self.pool.invoke(encode_event(event), request_id=aws_request_id)
-        except TooManyRequests:
+        invocation = self.pool.submit(encode_event(event), request_id=aws_request_id)
+        response: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+
+        def respond(done: asyncio.Future[InvocationResult]) -> None:
+            if response.done():
+                return  # the client went away
+            try:
+                response.set_result(self._response(done))
+            except Exception as exc:  # the gateway's own failure: the engine answers 500
+                response.set_exception(exc)
+
+        invocation.add_done_callback(respond)
+        return response
+
+    def _response(self, done: asyncio.Future[InvocationResult]) -> Response:
+        if done.cancelled():
+            return Response.error(503, "function_unavailable", "the invocation was cancelled")
+        error = done.exception()
+        if isinstance(error, TooManyRequests):
             return Response.error(
                 503,
                 "function_busy",
                 f'function "{self.pool.spec.name}" is at its concurrency limit; retry shortly',
                 [("Retry-After", "1")],
             )
-        except FunctionUnavailable as exc:
-            log("error", "function unavailable", function=self.pool.spec.name, error=str(exc))
+        if isinstance(error, FunctionUnavailable):
+            log("error", "function unavailable", function=self.pool.spec.name, error=str(error))
             return Response.error(502, "function_unavailable", f'function "{self.pool.spec.name}" cannot run')
+        if error is not None:
+            raise error
+        result = done.result()
         if result.function_error is not None:
             status, headers, payload = function_error_response(self.payload)
         else:

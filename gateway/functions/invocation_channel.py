@@ -3,7 +3,7 @@
 It plays the part the Runtime API plays for other runtimes, with the same contract towards the
 pool: ``assign`` an invocation; ``on_first_poll`` fires when the instance is initialised and
 waits for events; ``on_delivered`` when the instance has the event (its run-time clock starts);
-the instance's answer resolves ``invocation.outcome`` with a RuntimeReply. One invocation at a
+the instance's answer goes to ``invocation.reply`` (at once, from data_received). One invocation at a
 time; an invocation assigned before the instance is ready waits here until it is.
 """
 
@@ -16,8 +16,9 @@ from typing import cast
 
 import msgspec
 
+from gateway.functions import ids
 from gateway.functions.python_runtime import frames
-from gateway.functions.runtime_api import MAX_RESPONSE_BYTES, Invocation, RuntimeReply, new_trace_id
+from gateway.functions.runtime_api import MAX_RESPONSE_BYTES, Invocation, RuntimeReply
 
 _KINDS = {frames.RESPONSE: "response", frames.ERROR: "error", frames.INIT_ERROR: "init_error"}
 
@@ -76,7 +77,7 @@ class InvocationChannel(asyncio.Protocol):
                     invocation.request_id,
                     invocation.deadline_ms,
                     invocation.function_arn,
-                    invocation.trace_id or new_trace_id(),
+                    invocation.trace_id or ids.trace_id(),
                     invocation.client_context,
                     invocation.cognito_identity,
                     invocation.payload,
@@ -146,8 +147,8 @@ class InvocationChannel(asyncio.Protocol):
             invocation, self.running, self.pending = self.running or self.pending, None, None
         else:
             invocation, self.running = self.running, None
-        if invocation is not None and invocation.outcome is not None and not invocation.outcome.done():
-            invocation.outcome.set_result(reply)
+        if invocation is not None:
+            invocation.reply(reply)
 
     def _too_large(self) -> None:
         # As AWS fails it: the invocation gets Function.ResponseSizeTooLarge, the instance goes.
@@ -160,7 +161,7 @@ class InvocationChannel(asyncio.Protocol):
     def _fail_running(self, error_type: str, message: str) -> None:
         invocation, self.running = self.running, None
         body = msgspec.json.encode({"errorMessage": message, "errorType": error_type})
-        if invocation is not None and invocation.outcome is not None and not invocation.outcome.done():
-            invocation.outcome.set_result(RuntimeReply("error", body, error_type=error_type, retire=True))
         self._buffer.clear()
+        if invocation is not None:
+            invocation.reply(RuntimeReply("error", body, error_type=error_type, retire=True))
         self.close()

@@ -10,13 +10,13 @@ import contextlib
 import os
 import signal
 import time
-import uuid
 from collections import deque
 from dataclasses import dataclass
 from typing import Literal
 
 import msgspec
 
+from gateway.functions import ids
 from gateway.functions.logcapture import (
     LogLine,
     LogSink,
@@ -29,7 +29,7 @@ from gateway.functions.logcapture import (
 from gateway.functions.runtime_api import Invocation, RuntimeReply
 from gateway.functions.sandbox import Instance, SandboxError, SandboxLimits, SandboxParent, start_instance
 from gateway.functions.spec import FunctionSpec, MiB
-from gateway.logs import log
+from gateway.logs import format_utc, log, write_batched
 
 # Error types a runtime reports when the sandbox ran out of memory (ours, and a Python
 # MemoryError from AWS's client): the instance is replaced, as Lambda replaces an OOM-killed one.
@@ -54,7 +54,7 @@ class FunctionUnavailable(Exception):
     """The function's sandbox cannot run (it cannot start, or the pool is closed)."""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class InvocationResult:
     """What an invocation produced, with everything the Invoke API and HTTP routes report."""
 
@@ -100,8 +100,26 @@ class PoolMetrics:
     last_error: str | None
 
 
+class _FunctionLogRecord(msgspec.Struct):
+    """A function's log line as the gateway's own log has it (same keys as gateway.logs.log)."""
+
+    time: str
+    level: str
+    msg: str
+    function: str
+    instance: str
+    request_id: str | None
+
+
+_encode_record = msgspec.json.Encoder().encode
+
+
 def default_sink(line: LogLine) -> None:
-    log("info", line.message, function=line.function, instance=line.instance, request_id=line.request_id)
+    """Function output and START/END/REPORT go to the gateway's log, a few lines per write."""
+    record = _FunctionLogRecord(
+        format_utc(line.time, 3), "info", line.message, line.function, line.instance, line.request_id
+    )
+    write_batched(_encode_record(record) + b"\n")
 
 
 def describe_exit(status: int) -> str:
@@ -395,7 +413,7 @@ class FunctionPool:
         while it waits for an instance withdraws the request.
         """
         invocation = Invocation(
-            request_id or str(uuid.uuid4()),
+            request_id or ids.request_id(),
             payload,
             self.arn,
             self.spec.timeout if timeout is None else min(timeout, self.spec.timeout),
@@ -422,15 +440,13 @@ class FunctionPool:
         run = _Run(instance, invocation, cold=instance.invocations == 0, result=loop.create_future())
         instance.state = "busy"
         instance.invocations += 1
-        outcome: asyncio.Future[RuntimeReply] = loop.create_future()
-        invocation.outcome = outcome
+        invocation.on_reply = run.on_reply
         self._runs[invocation.request_id] = run
         capture = instance.capture
         capture.begin(invocation.request_id)
         capture.note(start_line(invocation.request_id))
         if instance.ready_at is None:
             run.timer = loop.call_later(self.init_timeout, self._settle, run, "init")
-        outcome.add_done_callback(run.on_outcome)
         instance.exited.add_done_callback(run.on_exit)
         run.pool = self
         try:
@@ -477,10 +493,7 @@ class FunctionPool:
         instance, invocation, cold = run.instance, run.invocation, run.cold
         now = time.perf_counter()
         duration_ms = 0.0 if invocation.delivered_at is None else (now - invocation.delivered_at) * 1000
-        outcome = invocation.outcome
-        reply = (
-            outcome.result() if outcome is not None and outcome.done() and not outcome.cancelled() else None
-        )
+        reply = run.reply
         if reply is not None and reply.max_rss_kib is not None:
             # The built-in runtime reports its own peak size and CPU time: no /proc reads.
             memory = instance.max_memory = max(instance.max_memory, reply.max_rss_kib * 1024)
@@ -613,7 +626,7 @@ class FunctionPool:
 class _Run:
     """One invocation in flight on one instance, until _settle."""
 
-    __slots__ = ("cold", "instance", "invocation", "pool", "result", "settled", "timer")
+    __slots__ = ("cold", "instance", "invocation", "pool", "reply", "result", "settled", "timer")
 
     def __init__(
         self,
@@ -630,8 +643,10 @@ class _Run:
         self.settled = False
         self.timer: asyncio.TimerHandle | None = None
         self.pool: FunctionPool | None = None
+        self.reply: RuntimeReply | None = None
 
-    def on_outcome(self, _future: asyncio.Future[RuntimeReply]) -> None:
+    def on_reply(self, reply: RuntimeReply) -> None:
+        self.reply = reply
         if self.pool is not None:
             self.pool._settle(self, "reply")
 

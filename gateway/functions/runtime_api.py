@@ -13,7 +13,6 @@ that serves one request at a time (runtime clients do not pipeline).
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import time
 import uuid
@@ -25,6 +24,7 @@ from typing import Literal, cast
 import msgspec
 
 from gateway._fastpath.parser import Incomplete, ParsedRequest, ParseError, parse_request
+from gateway.functions import ids
 
 API_VERSION = "2018-06-01"
 # AWS's synchronous response limit, and the number its error messages print.
@@ -34,9 +34,10 @@ _MAX_HEAD = 65536
 ReplyKind = Literal["response", "error", "init_error"]
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Invocation:
-    """One invocation on its way through an instance; ``outcome`` resolves when it is over."""
+    """One invocation on its way through an instance; its channel calls ``on_reply`` with what
+    the runtime answered (once)."""
 
     request_id: str
     payload: bytes
@@ -47,7 +48,16 @@ class Invocation:
     cognito_identity: str | None = None
     deadline_ms: int = 0  # epoch ms, set when the runtime receives the event
     delivered_at: float | None = None  # time.perf_counter() at that moment
-    outcome: asyncio.Future[RuntimeReply] | None = field(default=None, repr=False)
+    on_reply: Callable[[RuntimeReply], None] | None = field(default=None, repr=False)
+    replied: bool = False
+
+    def reply(self, reply: RuntimeReply) -> None:
+        """Hand the runtime's answer to whoever waits for it (the first answer only)."""
+        if self.replied:
+            return
+        self.replied = True
+        if self.on_reply is not None:
+            self.on_reply(reply)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,16 +86,11 @@ def _error_type(body: bytes, header: str | None) -> str | None:
     return parsed.errorType or header
 
 
-def new_trace_id() -> str:
-    """An X-Ray trace header as Lambda passes one (Root=1-<8 hex time>-<24 hex>;...;Sampled=0)."""
-    return f"Root=1-{int(time.time()):08x}-{os.urandom(12).hex()};Parent={os.urandom(8).hex()};Sampled=0"
-
-
 class RuntimeChannel:
     """The Runtime API state of one instance: at most one invocation at a time.
 
     The pool calls ``assign``; the runtime's long poll receives it (``on_delivered`` fires, with
-    the deadline set); its response or error resolves ``invocation.outcome``. ``on_first_poll``
+    the deadline set); its response or error goes to ``invocation.reply``. ``on_first_poll``
     fires when the runtime first asks for work (its initialisation is over).
     """
 
@@ -153,8 +158,8 @@ class RuntimeChannel:
             return 400, _error_body("InvalidRequestID", "Invalid request ID")
         self.running = None
         self.last_answered = request_id
-        if invocation.outcome is not None and not invocation.outcome.done():
-            invocation.outcome.set_result(reply)
+        # After the 202 is written: what the pool does with the reply may close this connection.
+        asyncio.get_running_loop().call_soon(invocation.reply, reply)
         return 202, ACCEPTED
 
     def report_init_error(self, reply: RuntimeReply) -> tuple[int, bytes]:
@@ -168,8 +173,8 @@ class RuntimeChannel:
         # The invocation waiting for this instance (pending or already delivered) fails with it.
         invocation = self.running or self.pending
         self.running = self.pending = None
-        if invocation is not None and invocation.outcome is not None and not invocation.outcome.done():
-            invocation.outcome.set_result(reply)
+        if invocation is not None:
+            asyncio.get_running_loop().call_soon(invocation.reply, reply)
         return 202, ACCEPTED
 
     def close(self) -> None:
@@ -368,7 +373,7 @@ class RuntimeApiProtocol(asyncio.Protocol):
                 ("Lambda-Runtime-Aws-Request-Id", invocation.request_id),
                 ("Lambda-Runtime-Deadline-Ms", str(invocation.deadline_ms)),
                 ("Lambda-Runtime-Invoked-Function-Arn", invocation.function_arn),
-                ("Lambda-Runtime-Trace-Id", invocation.trace_id or new_trace_id()),
+                ("Lambda-Runtime-Trace-Id", invocation.trace_id or ids.trace_id()),
             ]
             if invocation.client_context:
                 headers.append(("Lambda-Runtime-Client-Context", invocation.client_context))

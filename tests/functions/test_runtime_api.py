@@ -120,8 +120,18 @@ def invocation(request_id: str = "req-1", **fields: object) -> Invocation:
         timeout=3.0,
         **fields,  # type: ignore[arg-type]
     )
-    item.outcome = asyncio.get_running_loop().create_future()
+    future: asyncio.Future[RuntimeReply] = asyncio.get_running_loop().create_future()
+    item.on_reply = future.set_result
+    _outcomes[id(item)] = future
     return item
+
+
+_outcomes: dict[int, asyncio.Future[RuntimeReply]] = {}
+
+
+def outcome(item: Invocation) -> asyncio.Future[RuntimeReply]:
+    """The future the test's invocation resolves with the runtime's reply."""
+    return _outcomes[id(item)]
 
 
 def test_next_long_polls_and_carries_lambdas_headers() -> None:
@@ -181,8 +191,8 @@ def test_response_is_accepted_once() -> None:
                 "POST", path, b'"result"', ("Content-Type: text/plain",), pieces=7
             )
             assert accepted.status == 202 and json.loads(accepted.body) == {"status": "OK"}
-            assert item.outcome is not None
-            assert item.outcome.result() == RuntimeReply("response", b'"result"', "text/plain")
+            await outcome(item)
+            assert outcome(item).result() == RuntimeReply("response", b'"result"', "text/plain")
             again = await client.request("POST", path, b'"result"')
             assert again.status == 403
             assert json.loads(again.body)["errorType"] == "InvalidStateTransition"
@@ -211,8 +221,8 @@ def test_error_report_carries_the_error_type() -> None:
                 ("Lambda-Runtime-Function-Error-Type: Unhandled",),
             )
             assert response.status == 202
-            assert item.outcome is not None
-            reply = item.outcome.result()
+            await outcome(item)
+            reply = outcome(item).result()
             assert reply.kind == "error" and reply.body == body and reply.error_type == "KeyError"
             # A body that is not JSON: the header names the error.
             second = invocation("req-2")
@@ -224,7 +234,7 @@ def test_error_report_carries_the_error_type() -> None:
                 b"not json",
                 ("Lambda-Runtime-Function-Error-Type: Runtime.Crash",),
             )
-            assert second.outcome is not None and second.outcome.result().error_type == "Runtime.Crash"
+            assert outcome(second).result().error_type == "Runtime.Crash"
 
     run(main())
 
@@ -240,8 +250,8 @@ def test_init_error_fails_the_waiting_invocation() -> None:
             )
             response = await client.request("POST", "/2018-06-01/runtime/init/error", body.encode())
             assert response.status == 202
-            assert item.outcome is not None
-            reply = item.outcome.result()
+            await outcome(item)
+            reply = outcome(item).result()
             assert reply.kind == "init_error" and reply.error_type == "Runtime.ImportModuleError"
             twice = await client.request("POST", "/2018-06-01/runtime/init/error", body.encode())
             assert twice.status == 403
@@ -264,8 +274,8 @@ def test_oversized_response_is_refused_as_aws_does() -> None:
             response = await client.response()
             assert response.status == 413
             assert json.loads(response.body)["errorType"] == "RequestEntityTooLarge"
-            assert item.outcome is not None
-            reply = item.outcome.result()
+            await outcome(item)
+            reply = outcome(item).result()
             assert reply.error_type == "Function.ResponseSizeTooLarge" and reply.retire
             assert await client.closed()
 
@@ -284,7 +294,7 @@ def test_large_response_in_many_pieces() -> None:
                 "POST", "/2018-06-01/runtime/invocation/req-1/response", body, pieces=50
             )
             assert response.status == 202
-            assert item.outcome is not None and item.outcome.result().body == body
+            assert outcome(item).result().body == body
 
     run(main())
 

@@ -42,6 +42,29 @@ def _json_header(value: str | None) -> dict[str, Any] | None:
     return decoded if isinstance(decoded, dict) else None
 
 
+_fields: tuple[str | None, ...] | None = None
+_fields_pid = -1
+
+
+def _instance_fields() -> tuple[str | None, ...]:
+    """The context's fields that come from the instance's environment (read once per process:
+    the log stream name is set in the instance after the fork)."""
+    global _fields, _fields_pid
+    if _fields is None or _fields_pid != os.getpid():
+        _fields_pid = os.getpid()
+        _fields = tuple(
+            os.environ.get(name)
+            for name in (
+                "AWS_LAMBDA_FUNCTION_NAME",
+                "AWS_LAMBDA_FUNCTION_VERSION",
+                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+                "AWS_LAMBDA_LOG_GROUP_NAME",
+                "AWS_LAMBDA_LOG_STREAM_NAME",
+            )
+        )
+    return _fields
+
+
 class LambdaContext:
     """AWS's fields; ``memory_limit_in_mb`` is a string there too (it comes from the environment)."""
 
@@ -56,18 +79,23 @@ class LambdaContext:
     ) -> None:
         self.aws_request_id = request_id
         self.invoked_function_arn = invoked_function_arn
-        self.function_name = os.environ.get("AWS_LAMBDA_FUNCTION_NAME")
-        self.function_version = os.environ.get("AWS_LAMBDA_FUNCTION_VERSION")
-        self.memory_limit_in_mb = os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
-        self.log_group_name = os.environ.get("AWS_LAMBDA_LOG_GROUP_NAME")
-        self.log_stream_name = os.environ.get("AWS_LAMBDA_LOG_STREAM_NAME")
+        # The same for every invocation of the instance: read from the environment once.
+        (
+            self.function_name,
+            self.function_version,
+            self.memory_limit_in_mb,
+            self.log_group_name,
+            self.log_stream_name,
+        ) = _instance_fields()
         self.tenant_id = tenant_id
         self._deadline_ms = deadline_ms
         context_fields = _json_header(client_context)
         self.client_context = ClientContext(context_fields) if context_fields is not None else None
-        identity = _json_header(cognito_identity) or {}
-        self.identity = CognitoIdentity(
-            identity.get("cognitoIdentityId"), identity.get("cognitoIdentityPoolId")
+        identity = _json_header(cognito_identity)
+        self.identity = (
+            CognitoIdentity(identity.get("cognitoIdentityId"), identity.get("cognitoIdentityPoolId"))
+            if identity is not None
+            else CognitoIdentity()
         )
 
     def get_remaining_time_in_millis(self) -> int:

@@ -1,0 +1,47 @@
+"""Request and trace ids for invocations, cheap enough to make one per HTTP request.
+
+Lambda's request ids are random UUIDs; drawing 16 random bytes per request costs more than the
+rest of an id's handling. These ids have the same shape (8-4-4-4-12 hex, version 4, RFC 4122
+variant) and are unique in the same practical sense: 74 random bits drawn once per process,
+then a 48-bit counter. The random part is drawn again in a forked child (workers are forks of
+the master), so two processes never share it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+_pid = -1
+_uuid_prefix = ""
+_trace_prefix = ""
+_counter = 0
+
+
+def _reseed() -> None:
+    global _pid, _uuid_prefix, _trace_prefix, _counter
+    _pid = os.getpid()
+    random = os.urandom(16).hex()
+    variant = "89ab"[int(random[15], 16) & 3]
+    _uuid_prefix = f"{random[0:8]}-{random[8:12]}-4{random[12:15]}-{variant}{random[16:19]}-"
+    _trace_prefix = random[19:31]
+    _counter = int.from_bytes(os.urandom(4), "big")  # ids do not restart at 0 with the process
+
+
+def request_id() -> str:
+    """A new UUID-shaped request id."""
+    global _counter
+    if _pid != os.getpid():
+        _reseed()
+    _counter += 1
+    return f"{_uuid_prefix}{_counter & 0xFFFFFFFFFFFF:012x}"
+
+
+def trace_id() -> str:
+    """An X-Ray trace header as Lambda passes one (Root=1-<8 hex time>-<24 hex>;Parent=<16 hex>;Sampled=0)."""
+    global _counter
+    if _pid != os.getpid():
+        _reseed()
+    _counter += 1
+    count = _counter & 0xFFFFFFFFFFFF
+    return f"Root=1-{int(time.time()):08x}-{_trace_prefix}{count:012x};Parent={count:016x};Sampled=0"
