@@ -139,6 +139,7 @@ def function_spec(name: str, function: Function) -> FunctionSpec:
         idle_timeout=function.idle_timeout,
         env=dict(function.env),
         network=function.network,
+        platform_logs=function.system_log_level != "WARN",
     )
 
 

@@ -337,6 +337,14 @@ class Function(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         str | None,
         _doc("Queue that receives asynchronous events that failed for good; absent = the function's own."),
     ] = None
+    system_log_level: Annotated[
+        Literal["DEBUG", "INFO", "WARN"],
+        _doc(
+            "As AWS's LoggingConfig.SystemLogLevel: WARN leaves the platform's START, END and REPORT "
+            "lines out of the gateway's log (X-Amz-Log-Result tails keep them; timeouts and crashes "
+            "are logged at any level)."
+        ),
+    ] = "INFO"
 
 
 class Trigger(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -40,7 +40,14 @@ class LogCapture:
     """
 
     def __init__(
-        self, fd: int, *, function: str, instance: str, sink: LogSink, max_bytes: int = 262144
+        self,
+        fd: int,
+        *,
+        function: str,
+        instance: str,
+        sink: LogSink,
+        max_bytes: int = 262144,
+        platform_logs: bool = True,
     ) -> None:
         os.set_blocking(fd, False)
         self.fd = fd
@@ -48,6 +55,7 @@ class LogCapture:
         self.instance = instance
         self.sink = sink
         self.max_bytes = max_bytes
+        self.platform_logs = platform_logs  # False: START/END/REPORT go to the tail only
         self.request_id: str | None = None
         self.partial = b""
         self.seen = 0
@@ -68,12 +76,13 @@ class LogCapture:
         self.seen = self.dropped = 0
         self.tail = bytearray()
 
-    def note(self, text: str) -> None:
-        """A line the gateway writes into the invocation's log (START, END, REPORT, errors)."""
+    def note(self, text: str, *, platform: bool = False) -> None:
+        """A line the gateway writes into the invocation's log: a platform line (START, END,
+        REPORT) or an error (timeout, crash)."""
         self._flush_partial()
-        data = text.encode() + b"\n"
-        self._keep_tail(data)
-        self.sink(LogLine(self.function, self.instance, self.request_id, text, time.time()))
+        self._keep_tail(text.encode() + b"\n")
+        if self.platform_logs or not platform:
+            self.sink(LogLine(self.function, self.instance, self.request_id, text, time.time()))
 
     def finish(self) -> bytes:
         """Close the invocation's log (drain() first to take in what the pipe holds); returns

@@ -444,7 +444,7 @@ class FunctionPool:
         self._runs[invocation.request_id] = run
         capture = instance.capture
         capture.begin(invocation.request_id)
-        capture.note(start_line(invocation.request_id))
+        capture.note(start_line(invocation.request_id), platform=True)
         if instance.ready_at is None:
             run.timer = loop.call_later(self.init_timeout, self._settle, run, "init")
         instance.exited.add_done_callback(run.on_exit)
@@ -560,7 +560,7 @@ class FunctionPool:
         capture.drain()
         for note in notes:
             capture.note(note)
-        capture.note(end_line(request_id))
+        capture.note(end_line(request_id), platform=True)
         capture.note(
             report_line(
                 request_id,
@@ -570,7 +570,8 @@ class FunctionPool:
                 init_duration_ms=init_ms,
                 status=None if status == "success" else status,
                 error_type=error_type if status == "error" else None,
-            )
+            ),
+            platform=True,
         )
         tail = capture.finish()
         capture.begin(None)

@@ -457,7 +457,12 @@ async def start_instance(
         os.chown(tmp, parent.user[0], parent.user[1])
     log_read, log_write = os.pipe2(os.O_CLOEXEC)
     capture = LogCapture(
-        log_read, function=spec.name, instance=f"{spec.name}-{number}", sink=sink, max_bytes=max_log_bytes
+        log_read,
+        function=spec.name,
+        instance=f"{spec.name}-{number}",
+        sink=sink,
+        max_bytes=max_log_bytes,
+        platform_logs=spec.platform_logs,
     )
     instance: Instance | None = None
 

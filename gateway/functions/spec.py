@@ -27,6 +27,7 @@ class FunctionSpec:
     idle_timeout: float = 600.0  # an idle instance above `provisioned` is stopped after this
     env: Mapping[str, str] = field(default_factory=dict)
     network: bool = True  # False: the instances get a network namespace with only loopback
+    platform_logs: bool = True  # False (system_log_level WARN): no START/END/REPORT in the log
 
     @property
     def memory_mb(self) -> int:

@@ -297,3 +297,30 @@ def test_the_issues_hello_function() -> None:
         assert json.loads(response["body"]) == {"message": "hello, ada!", "request_id": "r-1"}
 
     run(main())
+
+
+def test_system_log_level_warn_keeps_platform_lines_out_of_the_log_but_in_the_tail() -> None:
+    sink = Sink()
+
+    async def main() -> None:
+        async with started_pool(spec("chatty", platform_logs=False), sink=sink) as pool:
+            result = await pool.invoke(b"{}", request_id="quiet-1")
+        assert sink.messages("quiet-1") == ["line one", "line two"]  # the function's own output
+        tail = result.log_tail.decode().splitlines()
+        assert tail[0] == "START RequestId: quiet-1 Version: $LATEST"
+        assert tail[3] == "END RequestId: quiet-1" and tail[4].startswith("REPORT RequestId: quiet-1")
+
+    run(main())
+
+
+def test_system_log_level_warn_still_logs_a_timeout() -> None:
+    sink = Sink()
+
+    async def main() -> None:
+        async with started_pool(spec("sleep", timeout=0.3, platform_logs=False), sink=sink) as pool:
+            result = await pool.invoke(b"{}", request_id="slow-1")
+        assert result.status == "timeout"
+        assert any("Task timed out after 0.30 seconds" in line for line in sink.messages("slow-1"))
+        assert not any(line.startswith(("START", "END", "REPORT")) for line in sink.messages("slow-1"))
+
+    run(main())
