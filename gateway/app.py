@@ -126,7 +126,7 @@ def route_name(route: Route) -> str:
     return route.name or f"routes[{route.index}]"
 
 
-def function_spec(name: str, function: Function) -> FunctionSpec:
+def function_spec(name: str, function: Function, cpus: list[int] | None = None) -> FunctionSpec:
     return FunctionSpec(
         name=name,
         code=Path(function.code),
@@ -140,6 +140,7 @@ def function_spec(name: str, function: Function) -> FunctionSpec:
         env=dict(function.env),
         network=function.network,
         platform_logs=function.system_log_level != "WARN",
+        cpus=tuple(cpus) if cpus else None,
     )
 
 
@@ -185,7 +186,8 @@ def build_runtime(
     }
     registry = default_registry()
     functions = {
-        name: FunctionPool(function_spec(name, function)) for name, function in config.functions.items()
+        name: FunctionPool(function_spec(name, function, config.server.sandbox_cpus))
+        for name, function in config.functions.items()
     }
     router = Router()
     plugins: list[Plugin] = []

@@ -115,6 +115,13 @@ class Server(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     drain_timeout: Annotated[
         Duration, _doc("On SIGTERM, in-flight requests get this long to finish before workers exit.")
     ] = 30.0
+    sandbox_cpus: Annotated[
+        list[Annotated[int, Meta(ge=0)]] | None,
+        _doc(
+            "CPUs the function sandboxes run on (e.g. [1] to keep them off the CPU of the worker, "
+            "as nginx's worker_cpu_affinity keeps a proxy off its upstream's); absent = the workers' CPUs."
+        ),
+    ] = None
 
 
 class HealthCheck(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

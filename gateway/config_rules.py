@@ -9,6 +9,7 @@ router and the upstream pool parse the same strings.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import urllib.parse
 from collections.abc import Iterable, Mapping
@@ -226,6 +227,16 @@ class RuleChecker:
         for name in ("max_request_target", "max_header_size"):
             if getattr(server, name) == 0:
                 issues.add(key_path(path, name), "expected a size above 0")
+        if server.sandbox_cpus is not None:
+            usable = sorted(os.sched_getaffinity(0))
+            if not server.sandbox_cpus:
+                issues.add(key_path(path, "sandbox_cpus"), "expected at least one CPU")
+            for cpu in server.sandbox_cpus:
+                if cpu not in usable:
+                    issues.add(
+                        key_path(path, "sandbox_cpus"),
+                        f"CPU {cpu} is not one this process may run on ({', '.join(map(str, usable))})",
+                    )
         return server
 
     def _check_listen(self, listen: str, path: str, issues: Issues) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any
@@ -1139,7 +1140,7 @@ def test_contract_field_names() -> None:
     assert public_fields(Admin) == ["listen", "token", "aws_keys"]
     assert public_fields(Function) == [
         "code", "handler", "runtime", "timeout", "memory", "concurrency", "provisioned", "idle_timeout",
-        "env", "network", "max_event_age", "retries", "dead_letter",
+        "env", "network", "max_event_age", "retries", "dead_letter", "system_log_level",
     ]  # fmt: skip
     assert public_fields(Trigger) == [
         "function", "schedule", "queue", "batch_size", "batch_window", "max_receive_count",
@@ -1149,7 +1150,7 @@ def test_contract_field_names() -> None:
     assert public_fields(Server) == [
         "listen", "workers", "access_log", "max_request_target", "max_header_size", "max_header_fields",
         "max_body_size", "header_timeout", "body_timeout", "send_timeout", "keepalive_timeout",
-        "keepalive_requests", "drain_timeout",
+        "keepalive_requests", "drain_timeout", "sandbox_cpus",
     ]  # fmt: skip
     assert public_fields(Upstream) == [
         "targets", "balance", "hash_on", "keepalive", "keepalive_timeout", "connect_timeout", "read_timeout",
@@ -1452,3 +1453,18 @@ function = "worker"
         'gateway.toml: routes[0].function: no function named "helo" (did you mean "hello"?)',
     ]
     assert not [line for line in errors if "secret-env-value" in line or "good secret" in line]
+
+
+def test_sandbox_cpus_must_be_cpus_the_gateway_may_use(tmp_path: Path) -> None:
+    usable = sorted(os.sched_getaffinity(0))
+    missing = max(usable) + 1
+    path = tmp_path / "gateway.toml"
+    path.write_text(f"[server]\nsandbox_cpus = [{usable[0]}, {missing}]\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    listed = ", ".join(map(str, usable))
+    assert str(caught.value) == (
+        f"{path}: server.sandbox_cpus: CPU {missing} is not one this process may run on ({listed})"
+    )
+    path.write_text(f"[server]\nsandbox_cpus = [{usable[0]}]\n")
+    assert load_config(path).server.sandbox_cpus == [usable[0]]

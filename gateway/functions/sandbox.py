@@ -211,6 +211,7 @@ class SandboxParent:
                 "user": list(self.user) if self.user is not None else None,
                 "expose": runtime_paths(self.spec),
                 "environment": sorted(environment),
+                "cpus": list(self.spec.cpus) if self.spec.cpus is not None else None,
                 "limits": {
                     "open_files": self.limits.open_files,
                     "file_size": self.limits.file_size,

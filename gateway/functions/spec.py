@@ -28,6 +28,7 @@ class FunctionSpec:
     env: Mapping[str, str] = field(default_factory=dict)
     network: bool = True  # False: the instances get a network namespace with only loopback
     platform_logs: bool = True  # False (system_log_level WARN): no START/END/REPORT in the log
+    cpus: tuple[int, ...] | None = None  # CPUs the sandbox runs on; None: the worker's
 
     @property
     def memory_mb(self) -> int:

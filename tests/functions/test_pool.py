@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from pathlib import Path
 
@@ -322,5 +323,16 @@ def test_system_log_level_warn_still_logs_a_timeout() -> None:
         assert result.status == "timeout"
         assert any("Task timed out after 0.30 seconds" in line for line in sink.messages("slow-1"))
         assert not any(line.startswith(("START", "END", "REPORT")) for line in sink.messages("slow-1"))
+
+    run(main())
+
+
+def test_sandbox_cpus_pin_the_instances() -> None:
+    last = max(os.sched_getaffinity(0))
+
+    async def main() -> None:
+        async with started_pool(spec("affinity", cpus=(last,))) as pool:
+            result = await pool.invoke(b"{}")
+        assert decoded(result) == [last]
 
     run(main())

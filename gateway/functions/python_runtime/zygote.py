@@ -109,6 +109,8 @@ class Parent:
         if not self.config["network"]:
             network_note = confine.enter_private_network()
         confine.prctl(confine.PR_SET_CHILD_SUBREAPER, 1)  # orphans of instances come back here
+        if self.config.get("cpus"):
+            os.sched_setaffinity(0, self.config["cpus"])  # instances inherit it
         user = self.config.get("user")
         covered: list[str] = []
         if user is not None:

@@ -116,3 +116,8 @@ def endless_output(event: Any, context: Any) -> None:
     line = "x" * 99
     while True:
         print(line)
+
+
+def affinity(event: Any, context: Any) -> list[int]:
+    """The CPUs this instance may run on."""
+    return sorted(os.sched_getaffinity(0))
