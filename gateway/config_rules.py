@@ -228,14 +228,16 @@ class RuleChecker:
             if getattr(server, name) == 0:
                 issues.add(key_path(path, name), "expected a size above 0")
         if server.sandbox_cpus is not None:
-            usable = sorted(os.sched_getaffinity(0))
+            # The machine's CPUs, not this process's affinity: the gateway itself may be pinned
+            # (taskset) to other CPUs than its sandboxes are meant for.
+            count = os.cpu_count() or 1
             if not server.sandbox_cpus:
                 issues.add(key_path(path, "sandbox_cpus"), "expected at least one CPU")
             for cpu in server.sandbox_cpus:
-                if cpu not in usable:
+                if cpu >= count:
                     issues.add(
                         key_path(path, "sandbox_cpus"),
-                        f"CPU {cpu} is not one this process may run on ({', '.join(map(str, usable))})",
+                        f"CPU {cpu} does not exist on this machine (CPUs 0 to {count - 1})",
                     )
         return server
 

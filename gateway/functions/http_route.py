@@ -63,7 +63,7 @@ class FunctionRoute:
             request_id=aws_request_id,
             time_ms=int(time.time() * 1000),
         )
-        invocation = self.pool.submit(encode_event(event), request_id=aws_request_id)
+        invocation = self.pool.submit(encode_event(event), request_id=aws_request_id, log_tail=False)
         response: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
 
         def respond(done: asyncio.Future[InvocationResult]) -> None:

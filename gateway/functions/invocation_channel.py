@@ -58,6 +58,9 @@ class InvocationChannel(asyncio.Protocol):
     def assign(self, invocation: Invocation) -> None:
         if self.pending is not None or self.running is not None:
             raise RuntimeError("the instance already holds an invocation")
+        if self.init_error is not None:  # it failed to initialise before any invocation came
+            invocation.reply(self.init_error)
+            return
         if self.polled:
             self._send(invocation)
         else:
@@ -145,6 +148,8 @@ class InvocationChannel(asyncio.Protocol):
         if reply_kind == "init_error":
             self.init_error = reply
             invocation, self.running, self.pending = self.running or self.pending, None, None
+            if invocation is None:
+                self.close()  # the runtime waits for this before it exits
         else:
             invocation, self.running = self.running, None
         if invocation is not None:

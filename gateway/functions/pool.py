@@ -404,9 +404,13 @@ class FunctionPool:
         trace_id: str | None = None,
         timeout: float | None = None,
         queue_timeout: float | None = None,
+        log_tail: bool = True,
     ) -> asyncio.Future[InvocationResult]:
         """Start an invocation; the future resolves with its result (or TooManyRequests,
         FunctionUnavailable). With an idle instance at hand this starts it at once, with no task.
+
+        ``log_tail=False``: the caller will not read the result's log_tail (an HTTP route), so
+        with platform logs off (system_log_level WARN) START/END/REPORT are not even made.
 
         The invocation runs to its end even if the caller stops waiting (as on Lambda): the
         instance is handed back only once its runtime is free again. Cancelling the future
@@ -421,30 +425,37 @@ class FunctionPool:
             client_context,
             cognito_identity,
         )
+        platform_lines = log_tail or self.spec.platform_logs
         while self.idle and not self.closed:
             instance = self.idle.pop()
             if not instance.exited.done():
-                return self._begin(instance, invocation)
+                return self._begin(instance, invocation, platform_lines)
             self._discard(instance)
         wait = self.queue_timeout if queue_timeout is None else queue_timeout
-        return asyncio.get_running_loop().create_task(self._acquire_and_run(invocation, wait))
+        return asyncio.get_running_loop().create_task(self._acquire_and_run(invocation, wait, platform_lines))
 
-    async def _acquire_and_run(self, invocation: Invocation, queue_timeout: float) -> InvocationResult:
+    async def _acquire_and_run(
+        self, invocation: Invocation, queue_timeout: float, platform_lines: bool
+    ) -> InvocationResult:
         instance = await self._acquire(queue_timeout)
-        return await self._begin(instance, invocation)
+        return await self._begin(instance, invocation, platform_lines)
 
-    def _begin(self, instance: Instance, invocation: Invocation) -> asyncio.Future[InvocationResult]:
+    def _begin(
+        self, instance: Instance, invocation: Invocation, platform_lines: bool = True
+    ) -> asyncio.Future[InvocationResult]:
         """Hand the invocation to the instance; whichever comes first of its answer, its exit
         and its deadline settles it (_settle)."""
         loop = asyncio.get_running_loop()
         run = _Run(instance, invocation, cold=instance.invocations == 0, result=loop.create_future())
+        run.platform_lines = platform_lines
         instance.state = "busy"
         instance.invocations += 1
         invocation.on_reply = run.on_reply
         self._runs[invocation.request_id] = run
         capture = instance.capture
         capture.begin(invocation.request_id)
-        capture.note(start_line(invocation.request_id), platform=True)
+        if platform_lines:
+            capture.note(start_line(invocation.request_id), platform=True)
         if instance.ready_at is None:
             run.timer = loop.call_later(self.init_timeout, self._settle, run, "init")
         instance.exited.add_done_callback(run.on_exit)
@@ -560,19 +571,20 @@ class FunctionPool:
         capture.drain()
         for note in notes:
             capture.note(note)
-        capture.note(end_line(request_id), platform=True)
-        capture.note(
-            report_line(
-                request_id,
-                duration_ms=duration_ms,
-                memory_mb=self.spec.memory_mb,
-                max_memory_mb=max_memory_mb,
-                init_duration_ms=init_ms,
-                status=None if status == "success" else status,
-                error_type=error_type if status == "error" else None,
-            ),
-            platform=True,
-        )
+        if run.platform_lines:
+            capture.note(end_line(request_id), platform=True)
+            capture.note(
+                report_line(
+                    request_id,
+                    duration_ms=duration_ms,
+                    memory_mb=self.spec.memory_mb,
+                    max_memory_mb=max_memory_mb,
+                    init_duration_ms=init_ms,
+                    status=None if status == "success" else status,
+                    error_type=error_type if status == "error" else None,
+                ),
+                platform=True,
+            )
         tail = capture.finish()
         capture.begin(None)
         return InvocationResult(
@@ -627,7 +639,9 @@ class FunctionPool:
 class _Run:
     """One invocation in flight on one instance, until _settle."""
 
-    __slots__ = ("cold", "instance", "invocation", "pool", "reply", "result", "settled", "timer")
+    __slots__ = (
+        "cold", "instance", "invocation", "platform_lines", "pool", "reply", "result", "settled", "timer"
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -645,6 +659,7 @@ class _Run:
         self.timer: asyncio.TimerHandle | None = None
         self.pool: FunctionPool | None = None
         self.reply: RuntimeReply | None = None
+        self.platform_lines = True  # START/END/REPORT are made (for the log or the tail)
 
     def on_reply(self, reply: RuntimeReply) -> None:
         self.reply = reply

@@ -66,6 +66,16 @@ class InvocationSocket:
             raise ConnectionError("the gateway closed the invocation socket")
         self.buffer += chunk
 
+    def send_last(self, kind: int, body: bytes) -> None:
+        """Send a final frame and wait (a little) for the gateway to take it before the process
+        ends: otherwise the gateway may learn of the exit before it reads the frame and report
+        a bare Runtime.ExitError. The gateway kills the instance once it has read it."""
+        self.send(kind, body)
+        self.sock.settimeout(2.0)
+        with contextlib.suppress(OSError):
+            while self.sock.recv(_RECV_SIZE):
+                pass
+
     def send(self, kind: int, body: bytes) -> None:
         usage = resource.getrusage(resource.RUSAGE_SELF)
         cpu_ms = int((usage.ru_utime + usage.ru_stime) * 1000)
@@ -135,7 +145,7 @@ def serve(channel: InvocationSocket, handler: Handler | None, init_error: dict[s
     if handler is None:
         assert init_error is not None
         log_error(init_error)
-        send_error(channel, frames.INIT_ERROR, init_error)
+        channel.send_last(frames.INIT_ERROR, json.dumps(init_error).encode())
         os._exit(1)
     channel.send(frames.READY, b"")
     while True:
@@ -158,7 +168,7 @@ def serve(channel: InvocationSocket, handler: Handler | None, init_error: dict[s
             sys.stdout.flush()
             payload = error_payload(exc, request_id, OUT_OF_MEMORY)
             payload["stackTrace"] = []
-            send_error(channel, frames.ERROR, payload)
+            channel.send_last(frames.ERROR, json.dumps(payload).encode())
             os._exit(1)
         except _Tagged as exc:
             payload = {
