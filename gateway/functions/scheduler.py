@@ -381,8 +381,11 @@ class Scheduler:
         """Stop scheduling; wait up to `timeout` seconds for callbacks in flight, then cancel them."""
         task, self._task = self._task, None
         if task is not None:
-            self._stopping = True  # the loop also ends by itself should a cancellation be lost
+            self._stopping = True
             self._wakeup.set()
+            # Let a claim in flight finish and its firing start: cancelled midway, an occurrence
+            # could stay claimed in the store (so no other node fires it) and never fire here.
+            await asyncio.wait({task}, timeout=timeout)
             await cancel_and_wait(task)
         if self._firings:
             _, late = await asyncio.wait(self._firings, timeout=timeout)

@@ -475,3 +475,29 @@ def test_firing_event_has_the_scheduler_event_shape() -> None:
     later = Firing(job=job, fire_time=utc("2025-02-21T02:00"), fired_at=utc("2025-02-21T02:00"), node="a")
     assert event["id"] == firing.event_id == twin.event_id != later.event_id
     assert str(uuid.UUID(event["id"])) == event["id"]
+
+
+def test_stopping_during_a_claim_still_fires_the_claimed_occurrence() -> None:
+    """A claim written to the store must not be lost to a stop: no other node can take it."""
+
+    class SlowClaims(LocalClaims):
+        async def claim(self, key: str, fire_time: datetime, node: str) -> bool:
+            won = await super().claim(key, fire_time, node)
+            claimed.set()
+            await asyncio.sleep(0.05)  # the store's answer is on its way back
+            return won
+
+    claimed: asyncio.Event
+
+    async def main() -> None:
+        nonlocal claimed
+        claimed = asyncio.Event()
+        fired, fire = recorder()
+        clock = FakeClock(utc("2024-01-01T10:00:01"))
+        scheduler = Scheduler([HOURLY], fire, SlowClaims(), clock=clock, max_sleep=0.01)
+        scheduler.start()
+        await asyncio.wait_for(claimed.wait(), 5)
+        await scheduler.stop()
+        assert [f.fire_time for f in fired] == [utc("2024-01-01T10:00")]
+
+    asyncio.run(main())
