@@ -12,7 +12,7 @@ request, responses read by Content-Length), so that its own cost stays in the te
    and no instance of the function is left (checked in /proc: no process of the sandbox user
    below the gateway but the preloaded parent), then sends GET /hello/cold-N. The time from
    send to the last byte of the response is one cold start: no instance -> fork from the
-   preloaded parent -> runtime API -> handler -> response. Every response is verified to be a
+   preloaded parent -> invocation socket -> handler -> response. Every response is verified to be a
    cold start by the gateway's REPORT log line for its request id (it has "Init Duration" only
    on an instance's first invocation) and by the instance name, new each time.
 2. Warm overhead (bar: p50 <= 250 µs). Sequential keep-alive requests, alternating a static
