@@ -172,9 +172,11 @@ def test_boto3_invokes_through_the_gateway(aws_gateway: tuple[GatewayProcess, st
     )
     assert queued["StatusCode"] == 202
     deadline = time.monotonic() + 10
-    while not marker.exists() and time.monotonic() < deadline:
+    while not (marker.exists() and marker.read_text()) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert marker.exists(), "the queued event never ran"
+    # The event ran under the request id the Event invocation answered with, as on Lambda.
+    assert marker.read_text() == queued["ResponseMetadata"]["RequestId"]
     shutil.rmtree(marker_dir, ignore_errors=True)
 
 

@@ -50,9 +50,9 @@ __all__ = [
     "error_document",
 ]
 
-Runner = Callable[[str, bytes], Awaitable[InvokeOutcome]]
-"""Runs one invocation of a function: ``run(function_name, payload) -> InvokeOutcome``; raises
-`TooManyRequests` when throttled."""
+Runner = Callable[[str, bytes, str | None], Awaitable[InvokeOutcome]]
+"""Runs one invocation of a function: ``run(function_name, payload, request_id) ->
+InvokeOutcome``; raises `TooManyRequests` when throttled. ``request_id`` None: a new one."""
 
 RETRIES_EXHAUSTED = "RetriesExhausted"
 EVENT_AGE_EXCEEDED = "EventAgeExceeded"
@@ -293,7 +293,9 @@ class AsyncInvoker:
 
     async def _attempt(self, message: QueueMessage) -> Decision:
         try:
-            outcome = await self._run(self.function, message.payload)
+            # As on Lambda, every attempt runs under the request id the Event invocation answered
+            # with (the message id), so the function's logs and retries can be matched to it.
+            outcome = await self._run(self.function, message.payload, message.id)
         except TooManyRequests as exc:
             self.stats.throttled += 1
             return decide(message, self.policy, self._clock(), throttle=exc)

@@ -182,7 +182,7 @@ class QueueTrigger:
             [_batch_message(m) for m in batch], queue=self.spec.queue, origin=self._origin
         )
         try:
-            outcome = await self._run(self.spec.function, encode_event(event))
+            outcome = await self._run(self.spec.function, encode_event(event), None)
         except TooManyRequests as exc:
             self.stats.throttled += 1
             return every, {"errorType": "TooManyRequestsException", "errorMessage": exc.message}

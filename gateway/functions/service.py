@@ -190,5 +190,5 @@ class FunctionService:
             payload=result.payload, function_error=result.function_error, log_tail=result.log_tail
         )
 
-    async def _run_event(self, name: str, payload: bytes) -> InvokeOutcome:
-        return await self._run(name, payload, request_id=None, client_context=None)
+    async def _run_event(self, name: str, payload: bytes, request_id: str | None) -> InvokeOutcome:
+        return await self._run(name, payload, request_id=request_id, client_context=None)

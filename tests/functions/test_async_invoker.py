@@ -130,7 +130,7 @@ async def wait_until(condition: Callable[[], Awaitable[bool]], timeout: float = 
 
 def serving(
     backend: QueueBackend,
-    run: Callable[[str, bytes], Awaitable[InvokeOutcome]],
+    run: Callable[[str, bytes, str | None], Awaitable[InvokeOutcome]],
     scenario: Callable[[AsyncInvoker, DurableQueue], Awaitable[None]],
     policy: AsyncPolicy = FAST,
 ) -> None:
@@ -154,17 +154,17 @@ async def drained(queue: DurableQueue) -> bool:
 
 
 def test_an_event_runs_once(queue_backend: QueueBackend) -> None:
-    calls: list[tuple[str, bytes]] = []
+    calls: list[tuple[str, bytes, str | None]] = []
 
-    async def run(function: str, payload: bytes) -> InvokeOutcome:
-        calls.append((function, payload))
+    async def run(function: str, payload: bytes, request_id: str | None) -> InvokeOutcome:
+        calls.append((function, payload, request_id))
         return OK
 
     async def scenario(invoker: AsyncInvoker, queue: DurableQueue) -> None:
         request_id = await invoker.submit(b'{"n": 1}', request_id="req-1")
         assert request_id == "req-1"
         await wait_until(lambda: drained(queue))
-        assert calls == [("f", b'{"n": 1}')]
+        assert calls == [("f", b'{"n": 1}', "req-1")]  # it runs under the id the caller got
         assert invoker.stats.succeeded == 1
         assert await queue.dead_letters(async_queue_name("f")) == []
 
@@ -173,9 +173,11 @@ def test_an_event_runs_once(queue_backend: QueueBackend) -> None:
 
 def test_a_failing_event_runs_three_times_then_lands_in_the_dead_letters(queue_backend: QueueBackend) -> None:
     times: list[float] = []
+    ids: set[str | None] = set()
 
-    async def run(function: str, payload: bytes) -> InvokeOutcome:
+    async def run(function: str, payload: bytes, request_id: str | None) -> InvokeOutcome:
         times.append(asyncio.get_running_loop().time())
+        ids.add(request_id)
         return ERROR
 
     async def scenario(invoker: AsyncInvoker, queue: DurableQueue) -> None:
@@ -189,7 +191,7 @@ def test_a_failing_event_runs_three_times_then_lands_in_the_dead_letters(queue_b
             3,
         )
         assert dead.error == {"errorType": "ValueError", "errorMessage": "boom"}
-        assert len(times) == 3
+        assert len(times) == 3 and ids == {request_id}  # every retry under the same request id
         assert times[1] - times[0] >= 0.045 and times[2] - times[1] >= 0.095  # the back-off schedule
         assert (invoker.stats.function_errors, invoker.stats.dead_lettered) == (3, 1)
 
@@ -205,7 +207,7 @@ def test_a_failing_event_runs_three_times_then_lands_in_the_dead_letters(queue_b
 def test_throttles_are_retried_beyond_the_retry_budget(queue_backend: QueueBackend) -> None:
     attempts: list[bytes] = []
 
-    async def run(function: str, payload: bytes) -> InvokeOutcome:
+    async def run(function: str, payload: bytes, request_id: str | None) -> InvokeOutcome:
         attempts.append(payload)
         if len(attempts) <= 4:
             raise TooManyRequests()
@@ -224,7 +226,7 @@ def test_throttles_are_retried_beyond_the_retry_budget(queue_backend: QueueBacke
 def test_an_event_past_its_maximum_age_is_dead_lettered(queue_backend: QueueBackend) -> None:
     runs: list[bytes] = []
 
-    async def run(function: str, payload: bytes) -> InvokeOutcome:
+    async def run(function: str, payload: bytes, request_id: str | None) -> InvokeOutcome:
         runs.append(payload)
         return ERROR
 
@@ -243,7 +245,7 @@ def test_concurrency_bounds_the_events_running_at_once(queue_backend: QueueBacke
     most = 0
     done = 0
 
-    async def run(function: str, payload: bytes) -> InvokeOutcome:
+    async def run(function: str, payload: bytes, request_id: str | None) -> InvokeOutcome:
         nonlocal running, most, done
         running += 1
         most = max(most, running)
@@ -265,7 +267,7 @@ def test_stop_finishes_the_running_event_and_claims_no_more(queue_backend: Queue
     started: list[bytes] = []
     finished: list[bytes] = []
 
-    async def run(function: str, payload: bytes) -> InvokeOutcome:
+    async def run(function: str, payload: bytes, request_id: str | None) -> InvokeOutcome:
         started.append(payload)
         await asyncio.sleep(0.2)
         finished.append(payload)
@@ -300,7 +302,7 @@ from gateway.functions.async_invoker import AsyncInvoker, AsyncPolicy
 from gateway.functions.queue_redis import RedisQueue
 from gateway.functions.queue_sqlite import SQLiteQueue
 
-async def run(function, payload):
+async def run(function, payload, request_id):
     print("running", payload.decode(), flush=True)
     await asyncio.sleep(3600)  # killed in here
 
@@ -337,7 +339,7 @@ def test_an_event_whose_consumer_is_killed_runs_elsewhere(queue_backend: QueueBa
 
     ran: list[bytes] = []
 
-    async def run(function: str, payload: bytes) -> InvokeOutcome:
+    async def run(function: str, payload: bytes, request_id: str | None) -> InvokeOutcome:
         ran.append(payload)
         return OK
 
@@ -350,5 +352,5 @@ def test_an_event_whose_consumer_is_killed_runs_elsewhere(queue_backend: QueueBa
     serving(queue_backend, run, scenario, msgspec.structs.replace(FAST, visibility_timeout=0.5))
 
 
-async def _never(function: str, payload: bytes) -> InvokeOutcome:
+async def _never(function: str, payload: bytes, request_id: str | None) -> InvokeOutcome:
     raise AssertionError("not run here")

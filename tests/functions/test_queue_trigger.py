@@ -30,7 +30,7 @@ class Recorder:
         self.events: list[dict[str, Any]] = []
         self.results = list(results)
 
-    async def __call__(self, function: str, payload: bytes) -> InvokeOutcome:
+    async def __call__(self, function: str, payload: bytes, request_id: str | None) -> InvokeOutcome:
         assert function == "worker"
         self.events.append(json.loads(payload))
         result = self.results.pop(0) if len(self.results) > 1 else (self.results or [OK])[0]
@@ -168,7 +168,7 @@ def test_a_message_moves_to_the_dead_letters_after_max_receive_count(queue_backe
         poison = await publish(queue, "orders", "poison", {"k": "v"})
         fine = await publish(queue, "orders", "fine")
 
-        async def function(name: str, payload: bytes) -> InvokeOutcome:
+        async def function(name: str, payload: bytes, request_id: str | None) -> InvokeOutcome:
             records = json.loads(payload)["Records"]
             if any(r["body"] == "poison" for r in records):
                 return error if len(records) == 1 else failures(poison)
