@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import time
@@ -334,5 +335,29 @@ def test_sandbox_cpus_pin_the_instances() -> None:
         async with started_pool(spec("affinity", cpus=(last,))) as pool:
             result = await pool.invoke(b"{}")
         assert decoded(result) == [last]
+
+    run(main())
+
+
+def test_a_large_event_arrives_whole() -> None:
+    data = "".join(chr(ord("a") + i % 26) for i in range(5 * 1024 * 1024))
+
+    async def main() -> None:
+        async with started_pool(spec("measure", memory=256 * 1024 * 1024)) as pool:
+            result = await pool.invoke(json.dumps({"data": data}).encode())
+        assert decoded(result) == {"length": len(data), "sha256": hashlib.sha256(data.encode()).hexdigest()}
+
+    run(main())
+
+
+def test_a_response_over_6_mb_fails_as_on_lambda_and_the_instance_is_replaced() -> None:
+    async def main() -> None:
+        async with started_pool(spec("big_response", memory=256 * 1024 * 1024)) as pool:
+            too_big = await pool.invoke(json.dumps({"size": 7 * 1024 * 1024}).encode())
+            fine = await pool.invoke(json.dumps({"size": 10}).encode())
+        assert too_big.status == "error" and too_big.error_type == "Function.ResponseSizeTooLarge"
+        assert "Response payload size exceeded maximum allowed payload size" in str(too_big.error())
+        assert decoded(fine) == "x" * 10
+        assert fine.init_duration_ms is not None  # a new instance: the first one was retired
 
     run(main())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import resource
 import socket
@@ -121,3 +122,13 @@ def endless_output(event: Any, context: Any) -> None:
 def affinity(event: Any, context: Any) -> list[int]:
     """The CPUs this instance may run on."""
     return sorted(os.sched_getaffinity(0))
+
+
+def measure(event: Any, context: Any) -> dict[str, Any]:
+    """How much of a large event arrived, and a digest of it."""
+    data = event["data"]
+    return {"length": len(data), "sha256": hashlib.sha256(data.encode()).hexdigest()}
+
+
+def big_response(event: Any, context: Any) -> str:
+    return "x" * event["size"]
