@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import signal
 import time
@@ -37,6 +38,8 @@ OUT_OF_MEMORY_TYPES = frozenset({"Runtime.OutOfMemory", "MemoryError"})
 UNHANDLED = "Unhandled"
 
 ResultStatus = Literal["success", "error", "timeout"]
+# How late past its deadline an invocation may be stopped (the deadline sweep's period).
+DEADLINE_RESOLUTION = 0.01
 
 
 class TooManyRequests(Exception):
@@ -176,6 +179,7 @@ class FunctionPool:
         self._numbers = 0
         self._reaper: asyncio.Task[None] | None = None
         self._runs: dict[str, _Run] = {}  # invocations in flight, by request id
+        self._sweeper: asyncio.TimerHandle | None = None  # the next deadline sweep, while any run
         self._background: set[asyncio.Task[None]] = set()
         # metrics
         self.invocations = self.errors = self.throttles = self.timeouts = self.cold_starts = 0
@@ -208,6 +212,9 @@ class FunctionPool:
         in_flight = [run.result for run in self._runs.values()]
         if in_flight:
             await asyncio.wait(in_flight, timeout=5.0)
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         await asyncio.gather(*(instance.close() for instance in list(self.instances)))
         self.instances.clear()
         self.idle.clear()
@@ -457,7 +464,7 @@ class FunctionPool:
         if platform_lines:
             capture.note(start_line(invocation.request_id), platform=True)
         if instance.ready_at is None:
-            run.timer = loop.call_later(self.init_timeout, self._settle, run, "init")
+            self._set_deadline(run, self.init_timeout, "init")
         instance.exited.add_done_callback(run.on_exit)
         run.pool = self
         try:
@@ -472,9 +479,26 @@ class FunctionPool:
         run = self._runs.get(invocation.request_id)
         if run is None or run.settled:
             return
-        if run.timer is not None:
-            run.timer.cancel()
-        run.timer = asyncio.get_running_loop().call_later(invocation.timeout, self._settle, run, "timeout")
+        self._set_deadline(run, invocation.timeout, "timeout")
+
+    def _set_deadline(self, run: _Run, seconds: float, why: str) -> None:
+        """Settle `run` as `why` ("timeout", "init") if it is still running `seconds` from now.
+
+        One sweep of the invocations in flight every DEADLINE_RESOLUTION rather than a timer per
+        invocation: a timer armed and cancelled per request costs more than the sweeps.
+        """
+        loop = asyncio.get_running_loop()
+        run.deadline = loop.time() + seconds
+        run.expiry = why
+        if self._sweeper is None:
+            self._sweeper = loop.call_later(DEADLINE_RESOLUTION, self._sweep_deadlines)
+
+    def _sweep_deadlines(self) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for run in [run for run in self._runs.values() if run.deadline <= now]:
+            self._settle(run, run.expiry)
+        self._sweeper = loop.call_later(DEADLINE_RESOLUTION, self._sweep_deadlines) if self._runs else None
 
     def _settle(self, run: _Run, why: str) -> None:
         """The invocation is over (why: "reply", "exit", "timeout" or "init"): make its result,
@@ -483,8 +507,6 @@ class FunctionPool:
             return
         run.settled = True
         instance, invocation = run.instance, run.invocation
-        if run.timer is not None:
-            run.timer.cancel()
         instance.exited.remove_done_callback(run.on_exit)
         self._runs.pop(invocation.request_id, None)
         try:
@@ -640,7 +662,8 @@ class _Run:
     """One invocation in flight on one instance, until _settle."""
 
     __slots__ = (
-        "cold", "instance", "invocation", "platform_lines", "pool", "reply", "result", "settled", "timer"
+        "cold", "deadline", "expiry", "instance", "invocation", "platform_lines", "pool", "reply", "result",
+        "settled",
     )  # fmt: skip
 
     def __init__(
@@ -656,7 +679,8 @@ class _Run:
         self.cold = cold
         self.result = result
         self.settled = False
-        self.timer: asyncio.TimerHandle | None = None
+        self.deadline = math.inf  # loop.time() at which it is stopped (_set_deadline)
+        self.expiry = "timeout"  # how: "timeout" (the function's) or "init" (the instance's)
         self.pool: FunctionPool | None = None
         self.reply: RuntimeReply | None = None
         self.platform_lines = True  # START/END/REPORT are made (for the log or the tail)

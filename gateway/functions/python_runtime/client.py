@@ -141,6 +141,24 @@ def log_error(payload: dict[str, Any]) -> None:
     sys.stderr.flush()
 
 
+_environ_data: dict[bytes, bytes] | None = getattr(os.environ, "_data", None)
+
+
+def set_trace_id(trace_id: str) -> None:
+    """os.environ["_X_AMZN_TRACE_ID"] = trace_id, as AWS's runtime sets it, for Python code.
+
+    Not through setenv(): glibc keeps every value ever set in a private tree and never frees it,
+    about 140 bytes per invocation, so an instance would grow by tens of MB over a few hundred
+    thousand invocations until its memory limit retired it. Python code (the X-Ray SDK,
+    Powertools) reads os.environ; the C-level environment keeps the value the instance started
+    with.
+    """
+    if _environ_data is None:  # not CPython's os.environ: the plain way
+        os.environ["_X_AMZN_TRACE_ID"] = trace_id
+    else:
+        _environ_data[b"_X_AMZN_TRACE_ID"] = trace_id.encode()
+
+
 def send_error(channel: InvocationSocket, kind: int, payload: dict[str, Any]) -> None:
     channel.send(kind, json.dumps(payload).encode())
 
@@ -160,7 +178,7 @@ def serve(channel: InvocationSocket, handler: Handler | None, init_error: dict[s
         header = frame[frames.HEADER_LENGTH.size : body_start].decode().split(frames.SEPARATOR)
         request_id, deadline_ms, function_arn, trace_id, client_context, cognito_identity = header
         body = frame[body_start:]
-        os.environ["_X_AMZN_TRACE_ID"] = trace_id
+        set_trace_id(trace_id)
         context = LambdaContext(
             request_id, int(deadline_ms), function_arn, client_context or None, cognito_identity or None
         )
