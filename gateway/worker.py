@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 import socket
 from collections.abc import Callable
@@ -39,6 +40,24 @@ def serve(config: Config, sockets: list[socket.socket], worker_id: int) -> int:
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
         flush_batched()
+
+
+# Young-generation collections every this many net allocations (CPython's default is 700).
+_GC_THRESHOLD = 20_000
+
+
+def settle_garbage_collector() -> None:
+    """Keep the cyclic garbage collector off the request path.
+
+    What the worker has built by now (config, routes, plugins, modules) lives as long as the
+    worker: frozen, later collections do not walk it. Requests allocate many short-lived,
+    acyclic objects that reference counting frees; at the default threshold the collector
+    ran every few requests and took ~7 % of a busy function route's CPU.
+    """
+    gc.collect()
+    gc.freeze()
+    _, second, third = gc.get_threshold()
+    gc.set_threshold(_GC_THRESHOLD, second, third)
 
 
 async def _serve(
@@ -77,6 +96,7 @@ async def _serve(
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the master reloads; workers are replaced
     runtime.start(loop)
     await runtime.start_functions()
+    settle_garbage_collector()
     log("info", "worker started", worker=worker_id, routes=len(config.routes))
 
     signum = await stop
