@@ -131,4 +131,5 @@ def measure(event: Any, context: Any) -> dict[str, Any]:
 
 
 def big_response(event: Any, context: Any) -> str:
-    return "x" * event["size"]
+    size: int = event["size"]
+    return "x" * size
