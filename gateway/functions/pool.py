@@ -178,7 +178,9 @@ class FunctionPool:
         self._parent_lock = asyncio.Lock()
         self._numbers = 0
         self._reaper: asyncio.Task[None] | None = None
-        self._runs: dict[str, _Run] = {}  # invocations in flight, by request id
+        # Invocations in flight, by id(invocation): request ids need not be unique (a redelivered
+        # async event may run again while its first attempt still does).
+        self._runs: dict[int, _Run] = {}
         self._sweeper: asyncio.TimerHandle | None = None  # the next deadline sweep, while any run
         self._background: set[asyncio.Task[None]] = set()
         # metrics
@@ -458,7 +460,7 @@ class FunctionPool:
         instance.state = "busy"
         instance.invocations += 1
         invocation.on_reply = run.on_reply
-        self._runs[invocation.request_id] = run
+        self._runs[id(invocation)] = run
         capture = instance.capture
         capture.begin(invocation.request_id)
         if platform_lines:
@@ -476,7 +478,7 @@ class FunctionPool:
 
     def _delivered(self, instance: Instance, invocation: Invocation) -> None:
         """The runtime has the event: the run-time clock starts (Lambda-Runtime-Deadline-Ms)."""
-        run = self._runs.get(invocation.request_id)
+        run = self._runs.get(id(invocation))
         if run is None or run.settled:
             return
         self._set_deadline(run, invocation.timeout, "timeout")
@@ -508,7 +510,7 @@ class FunctionPool:
         run.settled = True
         instance, invocation = run.instance, run.invocation
         instance.exited.remove_done_callback(run.on_exit)
-        self._runs.pop(invocation.request_id, None)
+        self._runs.pop(id(invocation), None)
         try:
             result = self._result(run, why)
         except BaseException as exc:

@@ -361,3 +361,20 @@ def test_a_response_over_6_mb_fails_as_on_lambda_and_the_instance_is_replaced() 
         assert fine.init_duration_ms is not None  # a new instance: the first one was retired
 
     run(main())
+
+
+def test_two_invocations_sharing_a_request_id_each_keep_their_deadline() -> None:
+    """A redelivered async event can run again under its id while the first attempt still runs."""
+
+    async def main() -> None:
+        async with started_pool(spec("sleep", timeout=0.3, concurrency=2)) as pool:
+            first, second = await asyncio.wait_for(
+                asyncio.gather(
+                    pool.invoke(b'{"seconds": 5}', request_id="same"),
+                    pool.invoke(b'{"seconds": 5}', request_id="same"),
+                ),
+                timeout=4,
+            )
+        assert first.status == second.status == "timeout"
+
+    run(main())
