@@ -9,8 +9,8 @@ interpreter start. For runtime "provided" the fork execs ``code/bootstrap`` afte
 Each instance has its own Runtime API listener (a loopback port in the gateway, or, for
 ``network = false``, a socket the sandbox created inside its namespace and passed back), its own
 output pipe and its own temp dir, and is its own process group: killing it kills what it forked.
-A python instance gets its events over an invocation socket instead (gateway.functions.
-invocation_channel); its Runtime API listener then only serves the extension stubs.
+A python instance gets its events over an invocation socket instead (see
+gateway/functions/invocation_channel.py); its Runtime API listener only serves extension stubs.
 
 Limitation: the instances of all functions run as the same unprivileged user (nobody), so
 RLIMIT_NPROC counts them together and one function's instance may signal another's; a process
