@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import time
 import uuid
@@ -190,6 +191,7 @@ def _split_cookies(value: str) -> Iterable[str]:
             yield cookie
 
 
+@functools.lru_cache(maxsize=256)  # one Host per request; a few distinct ones in practice
 def _domain(host: str | None) -> tuple[str, str]:
     """(domainName, domainPrefix) from the Host header, without a port."""
     if not host:
@@ -534,6 +536,12 @@ def result_to_response_v2(payload: bytes) -> HttpResult:
     unusable field, is API Gateway's 500 {"message":"Internal Server Error"}.
     """
     try:
+        try:  # the usual result, a response object, decoded in one step
+            response = msgspec.json.decode(payload, type=_ResponseV2)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            response = None
+        if response is not None:
+            return _response_v2(response)
         result = _decode_object(payload)
         if not isinstance(result, dict) or "statusCode" not in result:
             return HttpResult(200, [("Content-Type", "application/json")], payload)
@@ -541,15 +549,19 @@ def result_to_response_v2(payload: bytes) -> HttpResult:
             response = msgspec.convert(result, _ResponseV2)
         except msgspec.ValidationError as exc:
             raise _MalformedResult(str(exc)) from exc
-        status = _status(response.status_code)
-        headers = [(name, _header_text(value)) for name, value in (response.headers or {}).items()]
-        headers.extend(("Set-Cookie", cookie) for cookie in response.cookies or ())
-        body = response.body
-        if body is not None and not isinstance(body, str):
-            body = msgspec.json.encode(body).decode()
-        return HttpResult(status, headers, _body_bytes(body, response.is_base64_encoded))
+        return _response_v2(response)
     except _MalformedResult:
         return _http_api_error()
+
+
+def _response_v2(response: _ResponseV2) -> HttpResult:
+    status = _status(response.status_code)
+    headers = [(name, _header_text(value)) for name, value in (response.headers or {}).items()]
+    headers.extend(("Set-Cookie", cookie) for cookie in response.cookies or ())
+    body = response.body
+    if body is not None and not isinstance(body, str):
+        body = msgspec.json.encode(body).decode()
+    return HttpResult(status, headers, _body_bytes(body, response.is_base64_encoded))
 
 
 def result_to_response_v1(payload: bytes) -> HttpResult:

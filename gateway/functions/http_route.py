@@ -44,6 +44,7 @@ class FunctionRoute:
         self.payload: PayloadVersion = payload
         self.path_pattern = path_pattern
         self.methods = methods
+        self._route_keys: dict[str, str] = {}  # request method -> routeKey
 
     def __call__(self, request: Request, body: bytes) -> asyncio.Future[Response]:
         """The response, as a future: no coroutine or task per request (the engine accepts a
@@ -58,7 +59,7 @@ class FunctionRoute:
             headers=request.headers.items(),
             body=body,
             client_ip=request.client_ip,
-            route_key=route_key(self.path_pattern, self.methods, request.method),
+            route_key=self._route_key(request.method),
             path_params=request.path_params or None,
             request_id=aws_request_id,
             time_ms=int(time.time() * 1000),
@@ -76,6 +77,14 @@ class FunctionRoute:
 
         invocation.add_done_callback(respond)
         return response
+
+    def _route_key(self, method: str) -> str:
+        key = self._route_keys.get(method)
+        if key is None:
+            key = route_key(self.path_pattern, self.methods, method)
+            if len(self._route_keys) < 64:  # methods are a short list; do not let clients grow it
+                self._route_keys[method] = key
+        return key
 
     def _response(self, done: asyncio.Future[InvocationResult]) -> Response:
         if done.cancelled():
