@@ -12,8 +12,9 @@ import os
 import signal
 import time
 from collections import deque
+from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 import msgspec
 
@@ -38,6 +39,7 @@ OUT_OF_MEMORY_TYPES = frozenset({"Runtime.OutOfMemory", "MemoryError"})
 UNHANDLED = "Unhandled"
 
 ResultStatus = Literal["success", "error", "timeout"]
+T = TypeVar("T")
 # How late past its deadline an invocation may be stopped (the deadline sweep's period).
 DEADLINE_RESOLUTION = 0.01
 
@@ -174,7 +176,9 @@ class FunctionPool:
         self.idle: list[Instance] = []
         self.starting = 0
         self.closed = False
-        self._waiters: deque[asyncio.Future[Instance | None]] = deque()
+        self._waiters: deque[_Queued] = deque()  # invocations waiting for an instance, oldest first
+        self._launching = 0  # tasks about to start an instance (see _launch)
+        self._launches: dict[asyncio.Task[Any], _Launch] = {}
         self._parent_lock = asyncio.Lock()
         self._numbers = 0
         self._reaper: asyncio.Task[None] | None = None
@@ -205,9 +209,11 @@ class FunctionPool:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
         while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_exception(FunctionUnavailable(f"function {self.spec.name} is shutting down"))
+            queued = self._waiters.popleft()
+            if not queued.result.done():
+                queued.result.set_exception(
+                    FunctionUnavailable(f"function {self.spec.name} is shutting down")
+                )
         for instance in list(self.instances):
             instance.kill()
         # Killed instances settle their invocations (exit) as their exit statuses come in.
@@ -327,11 +333,17 @@ class FunctionPool:
     # -- acquiring instances -----------------------------------------------------------------
 
     def _hand_over(self, instance: Instance | None) -> bool:
+        """Give a released instance (or, with None, a freed slot) to the oldest waiting
+        invocation; False when none waits."""
         while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(instance)
-                return True
+            queued = self._waiters.popleft()
+            if queued.result.done():
+                continue  # withdrawn by its caller, or it waited too long
+            if instance is not None:
+                self._begin(instance, queued.invocation, queued.platform_lines, queued.result)
+            else:
+                self._launch(self._start_for(queued))
+            return True
         return False
 
     def _release(self, instance: Instance) -> None:
@@ -344,39 +356,35 @@ class FunctionPool:
         instance.idle_since = time.monotonic()
         self.idle.append(instance)
 
-    async def _acquire(self, queue_timeout: float) -> Instance:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + queue_timeout
-        while True:
-            if self.closed:
-                raise FunctionUnavailable(f"function {self.spec.name} is shut down")
-            while self.idle:
-                instance = self.idle.pop()
-                if not instance.exited.done():
-                    return instance
-                self._discard(instance)
-            if len(self.instances) + self.starting < self.spec.concurrency:
-                return await self._new_instance()
-            if len(self._waiters) >= self.max_queue:
-                self.throttles += 1
-                raise TooManyRequests(self.spec.name)
-            waiter: asyncio.Future[Instance | None] = loop.create_future()
-            self._waiters.append(waiter)
-            try:
-                got = await asyncio.wait_for(waiter, max(0.0, deadline - loop.time()))
-            except TimeoutError:
-                self.throttles += 1
-                raise TooManyRequests(self.spec.name) from None
-            except asyncio.CancelledError:
-                if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
-                    handed = waiter.result()
-                    if handed is not None:
-                        self._release(handed)
-                    else:
-                        self._hand_over(None)
-                raise
-            if got is not None:
-                return got
+    def _launch(self, start: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        """Run `start` (which begins by starting an instance) as a task, holding its slot from
+        now on: the room check in submit must see it before the task has run a single step."""
+        launch = _Launch(self)
+        task = asyncio.get_running_loop().create_task(start)
+        # A task cancelled before its first step never runs its body: give the slot back then.
+        task.add_done_callback(launch.end)
+        self._launches[task] = launch
+        return task
+
+    def _launched(self, task: asyncio.Task[Any] | None) -> None:
+        """The launch's task is starting its instance (now counted in `starting`) or is over."""
+        launch = self._launches.pop(task, None) if task is not None else None
+        if launch is not None:
+            launch.end(None)
+
+    async def _start_for(self, queued: _Queued) -> None:
+        """Start an instance in a freed slot for a waiting invocation."""
+        self._launched(asyncio.current_task())
+        try:
+            instance = await self._new_instance()
+        except FunctionUnavailable as exc:
+            if not queued.result.done():
+                queued.result.set_exception(exc)
+            return
+        if queued.result.done():
+            self._release(instance)  # its caller went away meanwhile: the next one gets it
+        else:
+            self._begin(instance, queued.invocation, queued.platform_lines, queued.result)
 
     # -- invoking ----------------------------------------------------------------------------
 
@@ -435,27 +443,48 @@ class FunctionPool:
             cognito_identity,
         )
         platform_lines = log_tail or self.spec.platform_logs
+        loop = asyncio.get_running_loop()
         while self.idle and not self.closed:
             instance = self.idle.pop()
             if not instance.exited.done():
                 return self._begin(instance, invocation, platform_lines)
             self._discard(instance)
+        refused: asyncio.Future[InvocationResult] = loop.create_future()
+        if self.closed:
+            refused.set_exception(FunctionUnavailable(f"function {self.spec.name} is shut down"))
+            return refused
+        if len(self.instances) + self.starting + self._launching < self.spec.concurrency:
+            return self._launch(self._start_and_run(invocation, platform_lines))
+        if sum(1 for queued in self._waiters if not queued.result.done()) >= self.max_queue:
+            self.throttles += 1
+            refused.set_exception(TooManyRequests(self.spec.name))
+            return refused
+        # Every instance is busy: wait in line (no task; _hand_over starts it, the deadline
+        # sweep refuses it once it has waited queue_timeout).
         wait = self.queue_timeout if queue_timeout is None else queue_timeout
-        return asyncio.get_running_loop().create_task(self._acquire_and_run(invocation, wait, platform_lines))
+        queued = _Queued(invocation, platform_lines, loop.time() + wait, loop.create_future())
+        self._waiters.append(queued)
+        self._arm_sweeper()
+        return queued.result
 
-    async def _acquire_and_run(
-        self, invocation: Invocation, queue_timeout: float, platform_lines: bool
-    ) -> InvocationResult:
-        instance = await self._acquire(queue_timeout)
+    async def _start_and_run(self, invocation: Invocation, platform_lines: bool) -> InvocationResult:
+        self._launched(asyncio.current_task())
+        instance = await self._new_instance()
         return await self._begin(instance, invocation, platform_lines)
 
     def _begin(
-        self, instance: Instance, invocation: Invocation, platform_lines: bool = True
+        self,
+        instance: Instance,
+        invocation: Invocation,
+        platform_lines: bool = True,
+        result: asyncio.Future[InvocationResult] | None = None,
     ) -> asyncio.Future[InvocationResult]:
         """Hand the invocation to the instance; whichever comes first of its answer, its exit
-        and its deadline settles it (_settle)."""
+        and its deadline settles it (_settle), which resolves `result` (a new future if None)."""
         loop = asyncio.get_running_loop()
-        run = _Run(instance, invocation, cold=instance.invocations == 0, result=loop.create_future())
+        if result is None:
+            result = loop.create_future()
+        run = _Run(instance, invocation, cold=instance.invocations == 0, result=result)
         run.platform_lines = platform_lines
         instance.state = "busy"
         instance.invocations += 1
@@ -489,18 +518,28 @@ class FunctionPool:
         One sweep of the invocations in flight every DEADLINE_RESOLUTION rather than a timer per
         invocation: a timer armed and cancelled per request costs more than the sweeps.
         """
-        loop = asyncio.get_running_loop()
-        run.deadline = loop.time() + seconds
+        run.deadline = asyncio.get_running_loop().time() + seconds
         run.expiry = why
+        self._arm_sweeper()
+
+    def _arm_sweeper(self) -> None:
         if self._sweeper is None:
-            self._sweeper = loop.call_later(DEADLINE_RESOLUTION, self._sweep_deadlines)
+            self._sweeper = asyncio.get_running_loop().call_later(DEADLINE_RESOLUTION, self._sweep_deadlines)
 
     def _sweep_deadlines(self) -> None:
+        """Settle invocations past their deadline; refuse waiting ones past their queue timeout."""
         loop = asyncio.get_running_loop()
         now = loop.time()
         for run in [run for run in self._runs.values() if run.deadline <= now]:
             self._settle(run, run.expiry)
-        self._sweeper = loop.call_later(DEADLINE_RESOLUTION, self._sweep_deadlines) if self._runs else None
+        if self._waiters:
+            for queued in self._waiters:
+                if not queued.result.done() and queued.deadline <= now:
+                    self.throttles += 1
+                    queued.result.set_exception(TooManyRequests(self.spec.name))
+            self._waiters = deque(queued for queued in self._waiters if not queued.result.done())
+        busy = self._runs or self._waiters
+        self._sweeper = loop.call_later(DEADLINE_RESOLUTION, self._sweep_deadlines) if busy else None
 
     def _settle(self, run: _Run, why: str) -> None:
         """The invocation is over (why: "reply", "exit", "timeout" or "init"): make its result,
@@ -655,9 +694,41 @@ class FunctionPool:
             instances=len(self.instances) + self.starting,
             busy=busy,
             idle=len(self.idle),
-            waiting=sum(1 for waiter in self._waiters if not waiter.done()),
+            waiting=sum(1 for queued in self._waiters if not queued.result.done()),
             last_error=self.last_error,
         )
+
+
+class _Launch:
+    """A slot held for an instance a task is about to start (FunctionPool._launch)."""
+
+    __slots__ = ("pending", "pool")
+
+    def __init__(self, pool: FunctionPool) -> None:
+        self.pool = pool
+        self.pending = True
+        pool._launching += 1
+
+    def end(self, task: asyncio.Task[Any] | None) -> None:
+        """The task began (task None) or is over; over without having begun, the slot is free
+        for whoever waits."""
+        if task is not None:
+            self.pool._launches.pop(task, None)
+        if self.pending:
+            self.pending = False
+            self.pool._launching -= 1
+            if task is not None:
+                self.pool._hand_over(None)
+
+
+@dataclass(slots=True)
+class _Queued:
+    """An invocation waiting for a free instance."""
+
+    invocation: Invocation
+    platform_lines: bool
+    deadline: float  # loop.time() after which it is refused (TooManyRequests)
+    result: asyncio.Future[InvocationResult]
 
 
 class _Run:

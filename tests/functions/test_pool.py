@@ -378,3 +378,31 @@ def test_two_invocations_sharing_a_request_id_each_keep_their_deadline() -> None
         assert first.status == second.status == "timeout"
 
     run(main())
+
+
+def test_a_withdrawn_waiting_invocation_never_runs_and_does_not_hold_up_the_next() -> None:
+    async def main() -> None:
+        async with started_pool(spec("sleep", concurrency=1), queue_timeout=5) as pool:
+            event = json.dumps({"seconds": 0.2}).encode()
+            running = pool.submit(event)
+            await asyncio.sleep(0.05)  # the instance is busy now
+            withdrawn = pool.submit(event)
+            waiting = pool.submit(event)
+            assert pool.snapshot().waiting == 2
+            withdrawn.cancel()
+            results = await asyncio.gather(running, waiting)
+            assert [decoded(r) for r in results] == ["woke", "woke"]
+            assert pool.snapshot().invocations == 2 and pool.snapshot().instances == 1
+
+    run(main())
+
+
+def test_a_start_cancelled_before_it_ran_gives_its_slot_back() -> None:
+    async def main() -> None:
+        async with started_pool(spec("plain", concurrency=1), queue_timeout=0.5) as pool:
+            abandoned = pool.submit(b"{}")  # would start the only instance...
+            abandoned.cancel()  # ...but its caller leaves before the task ran at all
+            result = await pool.invoke(b"{}")  # must not wait for a slot nobody holds
+            assert result.status == "success"
+
+    run(main())
