@@ -55,7 +55,11 @@ _SIZE_UNITS: dict[str, int] = {
 _SIZE_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?) ?([A-Za-z]+)?")
 
 #: ECMA-262 patterns for the JSON Schema (they accept what the parsers accept).
-DURATION_PATTERN = r"^(0|([0-9]+(\.[0-9]+)?(h|m|s|ms|us|µs|μs|ns))+)$"
+# Durations: each unit at most once, largest first ("1h30m", not "30m1h" or "0h0h"), as the parser.
+_NUMBER = r"[0-9]+(\.[0-9]+)?"
+DURATION_PATTERN = (
+    rf"^(0|(?=.)({_NUMBER}h)?({_NUMBER}m)?({_NUMBER}s)?({_NUMBER}ms)?({_NUMBER}(us|µs|μs))?({_NUMBER}ns)?)$"
+)
 SIZE_PATTERN = r"^[0-9]+(\.[0-9]+)? ?([Bb]|[KkMmGgTt][Ii]?[Bb])?$"
 
 _DURATION_EXPECTED = 'expected a duration like "250ms", "30s" or "5m"'
