@@ -342,7 +342,9 @@ class FunctionPool:
             if instance is not None:
                 self._begin(instance, queued.invocation, queued.platform_lines, queued.result)
             else:
-                self._launch(self._start_for(queued))
+                task = self._launch(self._start_for(queued))
+                self._background.add(task)  # a reference while it runs; close() waits for it
+                task.add_done_callback(self._background.discard)
             return True
         return False
 
