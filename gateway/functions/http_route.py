@@ -68,8 +68,10 @@ class FunctionRoute:
         response: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
 
         def respond(done: asyncio.Future[InvocationResult]) -> None:
-            if response.done():
-                return  # the client went away
+            if response.done():  # the client went away (the engine cancelled the response)
+                if not done.cancelled():
+                    done.exception()  # seen: a refusal nobody waits for is not an error to log
+                return
             try:
                 response.set_result(self._response(done))
             except Exception as exc:  # the gateway's own failure: the engine answers 500
