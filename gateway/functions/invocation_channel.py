@@ -110,6 +110,9 @@ class InvocationChannel(asyncio.Protocol):
         buffer += data
         while len(buffer) >= frames.LENGTH.size:
             length = frames.LENGTH.unpack_from(buffer)[0] + frames.LENGTH.size
+            if length < frames.REPLY_HEAD.size:  # user code can write to the socket too
+                self._protocol_error(f"a frame of {length} bytes")
+                return
             if length - frames.REPLY_HEAD.size > MAX_RESPONSE_BYTES:
                 self._too_large()
                 return

@@ -406,3 +406,15 @@ def test_a_start_cancelled_before_it_ran_gives_its_slot_back() -> None:
             assert result.status == "success"
 
     run(main())
+
+
+def test_garbage_on_the_invocation_socket_fails_that_invocation_and_the_pool_goes_on() -> None:
+    async def main() -> None:
+        async with started_pool(spec("scribble_on_invocation_socket", concurrency=1)) as pool:
+            broken = await pool.invoke(b"{}")
+            again = await pool.invoke(b"{}")
+        assert broken.status == "error" and broken.error_type == "Runtime.Unknown"
+        assert "broke the invocation protocol" in str(broken.error())
+        assert again.status == "error" and again.init_duration_ms is not None  # a new instance
+
+    run(main())

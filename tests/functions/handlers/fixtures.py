@@ -6,6 +6,7 @@ import hashlib
 import os
 import resource
 import socket
+import stat
 import sys
 import time
 from typing import Any
@@ -133,3 +134,14 @@ def measure(event: Any, context: Any) -> dict[str, Any]:
 def big_response(event: Any, context: Any) -> str:
     size: int = event["size"]
     return "x" * size
+
+
+def scribble_on_invocation_socket(event: Any, context: Any) -> str:
+    """Write garbage to every socket the instance holds (the invocation socket among them)."""
+    for fd in range(3, 64):
+        try:
+            if stat.S_ISSOCK(os.fstat(fd).st_mode):
+                os.write(fd, b"\x01\x00\x00\x00junk")
+        except OSError:
+            pass
+    return "scribbled"
