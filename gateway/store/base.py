@@ -16,8 +16,9 @@ import enum
 import hashlib
 import re
 import uuid
-from collections.abc import Mapping, Sequence
-from typing import Protocol
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol, TypeVar
 
 import msgspec
 
@@ -251,3 +252,63 @@ def check_key_hash(key_sha256: str) -> str:
     if not _SHA256_HEX.fullmatch(key_sha256):
         raise ValueError("an API key is stored as its sha256 digest: 64 lowercase hex digits")
     return key_sha256
+
+
+Credential = TypeVar("Credential", ApiKeyRecord, BasicAuthRecord, JwtSubjectRecord)
+
+
+class CredentialMethods(ABC):
+    """The credential operations of a StateStore, the same on every backend: each backend
+    supplies how one credential record is added, listed and deleted."""
+
+    _clock: Callable[[], float]
+
+    async def add_api_key(self, consumer: str, key_sha256: str) -> ApiKeyRecord:
+        check_key_hash(key_sha256)
+        record = ApiKeyRecord(id=new_id(), consumer=consumer, key_sha256=key_sha256, created_at=self._clock())
+        return await self._add_credential(record, "this API key is already registered")
+
+    async def list_api_keys(self, consumer: str) -> list[ApiKeyRecord]:
+        return await self._list_credentials(ApiKeyRecord, consumer)
+
+    async def delete_api_key(self, consumer: str, key_id: str) -> bool:
+        return await self._delete_credential(ApiKeyRecord, consumer, key_id)
+
+    async def add_basic_auth(self, consumer: str, username: str, password_hash: str) -> BasicAuthRecord:
+        record = BasicAuthRecord(
+            id=new_id(),
+            consumer=consumer,
+            username=username,
+            password_hash=password_hash,
+            created_at=self._clock(),
+        )
+        return await self._add_credential(record, f'basic-auth username "{username}" is already taken')
+
+    async def list_basic_auth(self, consumer: str) -> list[BasicAuthRecord]:
+        return await self._list_credentials(BasicAuthRecord, consumer)
+
+    async def delete_basic_auth(self, consumer: str, credential_id: str) -> bool:
+        return await self._delete_credential(BasicAuthRecord, consumer, credential_id)
+
+    async def add_jwt_subject(self, consumer: str, subject: str) -> JwtSubjectRecord:
+        record = JwtSubjectRecord(id=new_id(), consumer=consumer, subject=subject, created_at=self._clock())
+        return await self._add_credential(record, f'JWT subject "{subject}" already belongs to a consumer')
+
+    async def list_jwt_subjects(self, consumer: str) -> list[JwtSubjectRecord]:
+        return await self._list_credentials(JwtSubjectRecord, consumer)
+
+    async def delete_jwt_subject(self, consumer: str, credential_id: str) -> bool:
+        return await self._delete_credential(JwtSubjectRecord, consumer, credential_id)
+
+    @abstractmethod
+    async def _add_credential(self, record: Credential, duplicate_message: str) -> Credential:
+        """Store `record` (its consumer must exist); ConflictError(duplicate_message) if its
+        unique value (key hash, username, subject) is taken."""
+
+    @abstractmethod
+    async def _list_credentials(self, kind: type[Credential], consumer: str) -> list[Credential]:
+        """The consumer's records of `kind`, oldest first; NotFoundError for no such consumer."""
+
+    @abstractmethod
+    async def _delete_credential(self, kind: type[Credential], consumer: str, credential_id: str) -> bool:
+        """Delete one record of `kind` of the consumer; False if there was none."""

@@ -23,12 +23,13 @@ from .base import (
     BasicAuthRecord,
     ConflictError,
     ConsumerRecord,
+    Credential,
+    CredentialMethods,
     JwtSubjectRecord,
     NotFoundError,
     StoreSnapshot,
     SubscriptionRecord,
     SubscriptionState,
-    check_key_hash,
     check_transition,
     new_id,
 )
@@ -99,7 +100,7 @@ _CREDENTIAL_TABLES = {
 _json_encode = msgspec.json.encode
 
 
-class SQLiteStore:
+class SQLiteStore(CredentialMethods):
     """StateStore on a SQLite file (``[store] path``); the file is created on first use."""
 
     def __init__(self, path: str | PathLike[str], *, clock: Callable[[], float] = time.time) -> None:
@@ -231,48 +232,11 @@ class SQLiteStore:
 
     # --- credentials -------------------------------------------------------------------------
 
-    async def add_api_key(self, consumer: str, key_sha256: str) -> ApiKeyRecord:
-        check_key_hash(key_sha256)
-        record = ApiKeyRecord(id=new_id(), consumer=consumer, key_sha256=key_sha256, created_at=self._clock())
-        return await self._add_credential(record, "this API key is already registered")
-
-    async def list_api_keys(self, consumer: str) -> list[ApiKeyRecord]:
-        return await self._list_credentials(ApiKeyRecord, consumer)
-
-    async def delete_api_key(self, consumer: str, key_id: str) -> bool:
-        return await self._delete_credential(ApiKeyRecord, consumer, key_id)
-
-    async def add_basic_auth(self, consumer: str, username: str, password_hash: str) -> BasicAuthRecord:
-        record = BasicAuthRecord(
-            id=new_id(),
-            consumer=consumer,
-            username=username,
-            password_hash=password_hash,
-            created_at=self._clock(),
-        )
-        return await self._add_credential(record, f'basic-auth username "{username}" is already taken')
-
-    async def list_basic_auth(self, consumer: str) -> list[BasicAuthRecord]:
-        return await self._list_credentials(BasicAuthRecord, consumer)
-
-    async def delete_basic_auth(self, consumer: str, credential_id: str) -> bool:
-        return await self._delete_credential(BasicAuthRecord, consumer, credential_id)
-
-    async def add_jwt_subject(self, consumer: str, subject: str) -> JwtSubjectRecord:
-        record = JwtSubjectRecord(id=new_id(), consumer=consumer, subject=subject, created_at=self._clock())
-        return await self._add_credential(record, f'JWT subject "{subject}" already belongs to a consumer')
-
-    async def list_jwt_subjects(self, consumer: str) -> list[JwtSubjectRecord]:
-        return await self._list_credentials(JwtSubjectRecord, consumer)
-
-    async def delete_jwt_subject(self, consumer: str, credential_id: str) -> bool:
-        return await self._delete_credential(JwtSubjectRecord, consumer, credential_id)
-
-    async def _add_credential(self, record: _Credential, duplicate_message: str) -> _Credential:
+    async def _add_credential(self, record: Credential, duplicate_message: str) -> Credential:
         table, columns = _CREDENTIAL_TABLES[type(record)]
         values = msgspec.structs.astuple(record)
 
-        def insert(connection: sqlite3.Connection) -> _Credential:
+        def insert(connection: sqlite3.Connection) -> Credential:
             _require_consumer(connection, record.consumer)
             try:
                 connection.execute(
@@ -284,14 +248,14 @@ class SQLiteStore:
 
         return await self._run(self._write(insert))
 
-    async def _list_credentials(self, kind: type[_Credential], consumer: str) -> list[_Credential]:
-        def read(connection: sqlite3.Connection) -> list[_Credential]:
+    async def _list_credentials(self, kind: type[Credential], consumer: str) -> list[Credential]:
+        def read(connection: sqlite3.Connection) -> list[Credential]:
             _require_consumer(connection, consumer)
             return _credentials(connection, kind, consumer)
 
         return await self._run(read)
 
-    async def _delete_credential(self, kind: type[_Credential], consumer: str, credential_id: str) -> bool:
+    async def _delete_credential(self, kind: type[Credential], consumer: str, credential_id: str) -> bool:
         table, _ = _CREDENTIAL_TABLES[kind]
 
         def delete(connection: sqlite3.Connection) -> bool:
@@ -387,9 +351,6 @@ class SQLiteStore:
         return await self._run(self._write(update))
 
 
-_Credential = TypeVar("_Credential", ApiKeyRecord, BasicAuthRecord, JwtSubjectRecord)
-
-
 def _setup(connection: sqlite3.Connection) -> None:
     connection.execute("PRAGMA foreign_keys = ON")
     _migrate(connection)
@@ -454,8 +415,8 @@ def _consumers(
 
 
 def _credentials(
-    connection: sqlite3.Connection, kind: type[_Credential], consumer: str | None
-) -> list[_Credential]:
+    connection: sqlite3.Connection, kind: type[Credential], consumer: str | None
+) -> list[Credential]:
     table, columns = _CREDENTIAL_TABLES[kind]
     names = [column.strip() for column in columns.split(",")]
     if consumer is None:

@@ -32,12 +32,13 @@ from .base import (
     BasicAuthRecord,
     ConflictError,
     ConsumerRecord,
+    Credential,
+    CredentialMethods,
     JwtSubjectRecord,
     NotFoundError,
     StoreSnapshot,
     SubscriptionRecord,
     SubscriptionState,
-    check_key_hash,
     check_transition,
     new_id,
 )
@@ -45,7 +46,6 @@ from .base import (
 __all__ = ["RedisStateStore"]
 
 T = TypeVar("T")
-_Credential = TypeVar("_Credential", ApiKeyRecord, BasicAuthRecord, JwtSubjectRecord)
 Command = tuple[Any, ...]
 
 # record type -> (kind used in key names, the field that must be unique across consumers)
@@ -57,7 +57,7 @@ _CREDENTIAL_KINDS: dict[type[Any], tuple[str, str]] = {
 _encode = msgspec.json.encode
 
 
-class RedisStateStore:
+class RedisStateStore(CredentialMethods):
     """StateStore on Redis; see the module docstring for the key layout."""
 
     def __init__(
@@ -242,49 +242,12 @@ class RedisStateStore:
 
     # --- credentials -------------------------------------------------------------------------
 
-    async def add_api_key(self, consumer: str, key_sha256: str) -> ApiKeyRecord:
-        check_key_hash(key_sha256)
-        record = ApiKeyRecord(id=new_id(), consumer=consumer, key_sha256=key_sha256, created_at=self._clock())
-        return await self._add_credential(record, "this API key is already registered")
-
-    async def list_api_keys(self, consumer: str) -> list[ApiKeyRecord]:
-        return await self._list_credentials(ApiKeyRecord, consumer)
-
-    async def delete_api_key(self, consumer: str, key_id: str) -> bool:
-        return await self._delete_credential(ApiKeyRecord, consumer, key_id)
-
-    async def add_basic_auth(self, consumer: str, username: str, password_hash: str) -> BasicAuthRecord:
-        record = BasicAuthRecord(
-            id=new_id(),
-            consumer=consumer,
-            username=username,
-            password_hash=password_hash,
-            created_at=self._clock(),
-        )
-        return await self._add_credential(record, f'basic-auth username "{username}" is already taken')
-
-    async def list_basic_auth(self, consumer: str) -> list[BasicAuthRecord]:
-        return await self._list_credentials(BasicAuthRecord, consumer)
-
-    async def delete_basic_auth(self, consumer: str, credential_id: str) -> bool:
-        return await self._delete_credential(BasicAuthRecord, consumer, credential_id)
-
-    async def add_jwt_subject(self, consumer: str, subject: str) -> JwtSubjectRecord:
-        record = JwtSubjectRecord(id=new_id(), consumer=consumer, subject=subject, created_at=self._clock())
-        return await self._add_credential(record, f'JWT subject "{subject}" already belongs to a consumer')
-
-    async def list_jwt_subjects(self, consumer: str) -> list[JwtSubjectRecord]:
-        return await self._list_credentials(JwtSubjectRecord, consumer)
-
-    async def delete_jwt_subject(self, consumer: str, credential_id: str) -> bool:
-        return await self._delete_credential(JwtSubjectRecord, consumer, credential_id)
-
-    async def _add_credential(self, record: _Credential, duplicate_message: str) -> _Credential:
+    async def _add_credential(self, record: Credential, duplicate_message: str) -> Credential:
         kind, unique_field = _CREDENTIAL_KINDS[type(record)]
         unique_value = getattr(record, unique_field)
         index_key = self._index_key(kind)
 
-        async def plan(pipe: Any) -> tuple[_Credential, list[Command]]:
+        async def plan(pipe: Any) -> tuple[Credential, list[Command]]:
             await self._read_consumer(pipe, record.consumer)
             if await pipe.hexists(index_key, unique_value):
                 raise ConflictError(duplicate_message)
@@ -296,7 +259,7 @@ class RedisStateStore:
 
         return await self._transact(plan, self._consumers_key, index_key)
 
-    async def _list_credentials(self, record_type: type[_Credential], consumer: str) -> list[_Credential]:
+    async def _list_credentials(self, record_type: type[Credential], consumer: str) -> list[Credential]:
         kind, _ = _CREDENTIAL_KINDS[record_type]
         if await self.get_consumer(consumer) is None:
             raise NotFoundError(f'no consumer named "{consumer}"')
@@ -310,7 +273,7 @@ class RedisStateStore:
         return _by_creation([msgspec.json.decode(r, type=record_type) for r in raw if r is not None])
 
     async def _delete_credential(
-        self, record_type: type[_Credential], consumer: str, credential_id: str
+        self, record_type: type[Credential], consumer: str, credential_id: str
     ) -> bool:
         kind, _ = _CREDENTIAL_KINDS[record_type]
         credentials_key = self._credentials_key(kind)
