@@ -8,6 +8,7 @@ with every result.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import datetime as dt
 import http.client
@@ -194,6 +195,31 @@ def median_pair_ratio(
 # ----------------------------------------------------------------------------------------------
 
 _PLACEHOLDER = re.compile(r"@([A-Z][A-Z0-9_]*)@")
+
+
+def add_gateway_options(
+    p: argparse.ArgumentParser, *, placeholders: str = "{config}, {port} and {workdir}", standin: bool = True
+) -> None:
+    """The options every harness has for the lambdagate it runs: its port when the config names
+    none, the command that starts it, an nginx stand-in, the start-up wait, the work dir."""
+    if standin:  # the harnesses that can run a stand-in also take a config without @PORT@
+        p.add_argument(
+            "--gateway-port", type=int, help="the port a --gateway-config without @PORT@ listens on"
+        )
+    p.add_argument(
+        "--gateway-cmd",
+        default=os.environ.get("LAMBDAGATE_BENCH_GATEWAY_CMD", DEFAULT_GATEWAY_CMD),
+        help=f"command that runs the gateway; {placeholders} are filled in (default: %(default)s)",
+    )
+    if standin:
+        p.add_argument(
+            "--gateway-standin",
+            choices=("nginx",),
+            default=os.environ.get("LAMBDAGATE_BENCH_STANDIN") or None,
+            help="run nginx in the lambdagate slot (to develop the harness before the gateway works)",
+        )
+    p.add_argument("--startup-timeout", type=float, default=30.0, help="seconds to wait for a server")
+    p.add_argument("--keep-workdir", action="store_true", help="keep the temp dir with configs and logs")
 
 
 def render_template(text: str, values: Mapping[str, str]) -> str:

@@ -53,12 +53,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (
     BENCH_DIR,
-    DEFAULT_GATEWAY_CMD,
     REPO_DIR,
     CpuGuard,
     CpuReport,
     ManagedProcess,
     ProcessSet,
+    add_gateway_options,
     descendants,
     free_port,
     gateway_argv,
@@ -144,16 +144,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--warm", type=int, default=3000, help="measured warm pairs (default 3000; 0 = skip)")
     p.add_argument("--warm-warmup", type=int, default=300, help="discarded warm pairs first (default 300)")
-    p.add_argument(
-        "--gateway-cmd",
-        default=os.environ.get("LAMBDAGATE_BENCH_GATEWAY_CMD", DEFAULT_GATEWAY_CMD),
-        help="command that runs the gateway; {config}, {port} and {workdir} are filled in",
-    )
-    p.add_argument("--startup-timeout", type=float, default=30.0, help="seconds to wait for the gateway")
+    add_gateway_options(p, standin=False)
     p.add_argument(
         "--idle-wait", type=float, default=30.0, help="max seconds to wait for a quiet machine per phase"
     )
-    p.add_argument("--keep-workdir", action="store_true", help="keep the temp dir with config and log")
     args = p.parse_args(argv)
     if args.cold < 0 or args.warm < 0 or args.warm_warmup < 0 or args.cold_gap <= COLD_IDLE_TIMEOUT_S:
         p.error("counts must be at least 0 and --cold-gap longer than the idle timeout (0.1 s)")

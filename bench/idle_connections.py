@@ -30,9 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (
     BENCH_DIR,
-    DEFAULT_GATEWAY_CMD,
     ManagedProcess,
     ProcessSet,
+    add_gateway_options,
     child_pids,
     free_port,
     gateway_argv,
@@ -72,21 +72,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="TOML to run lambdagate with instead of bench/lambdagate-idle.toml.in (@PORT@ filled in; "
         "without it give --gateway-port); it must answer GET /health with 200 ok",
     )
-    p.add_argument("--gateway-port", type=int, help="the port a --gateway-config without @PORT@ listens on")
-    p.add_argument(
-        "--gateway-cmd",
-        default=os.environ.get("LAMBDAGATE_BENCH_GATEWAY_CMD", DEFAULT_GATEWAY_CMD),
-        help="command that runs the gateway; {config}, {port} and {workdir} are filled in "
-        "(default: %(default)s)",
-    )
-    p.add_argument(
-        "--gateway-standin",
-        choices=("nginx",),
-        default=os.environ.get("LAMBDAGATE_BENCH_STANDIN") or None,
-        help="run nginx instead of lambdagate (to develop the harness before the gateway works)",
-    )
-    p.add_argument("--startup-timeout", type=float, default=30.0, help="seconds to wait for the gateway")
-    p.add_argument("--keep-workdir", action="store_true", help="keep the temp dir with config and logs")
+    add_gateway_options(p)
     args = p.parse_args(argv)
     if args.connections < 1 or args.concurrency < 1:
         p.error("--connections and --concurrency must be at least 1")

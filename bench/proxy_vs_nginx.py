@@ -32,13 +32,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (
     BENCH_DIR,
-    DEFAULT_GATEWAY_CMD,
     CpuGuard,
     CpuReport,
     ManagedProcess,
     ProcessSet,
     WrkParseError,
     WrkResult,
+    add_gateway_options,
     compare,
     free_port,
     gateway_argv,
@@ -97,20 +97,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="TOML to run lambdagate with instead of bench/lambdagate.toml.in; @PORT@ and @UPSTREAM_PORT@ "
         "in it are filled in (without @PORT@, give --gateway-port)",
     )
-    p.add_argument("--gateway-port", type=int, help="the port a --gateway-config without @PORT@ listens on")
-    p.add_argument(
-        "--gateway-cmd",
-        default=os.environ.get("LAMBDAGATE_BENCH_GATEWAY_CMD", DEFAULT_GATEWAY_CMD),
-        help="command that runs the gateway; {config}, {port}, {upstream_port} and {workdir} are "
-        "filled in (default: %(default)s)",
-    )
-    p.add_argument(
-        "--gateway-standin",
-        choices=("nginx",),
-        default=os.environ.get("LAMBDAGATE_BENCH_STANDIN") or None,
-        help="run nginx in the lambdagate slot (to develop the harness before the gateway works)",
-    )
-    p.add_argument("--startup-timeout", type=float, default=30.0, help="seconds to wait for a server")
+    add_gateway_options(p, placeholders="{config}, {port}, {upstream_port} and {workdir}")
     p.add_argument(
         "--foreign-max",
         type=float,
@@ -122,7 +109,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--idle-wait", type=float, default=20.0, help="max seconds to wait for a quiet machine per run"
     )
     p.add_argument("--keep-running", action="store_true", help="leave the servers up until Ctrl-C (debug)")
-    p.add_argument("--keep-workdir", action="store_true", help="keep the temp dir with configs and logs")
     args = p.parse_args(argv)
     if args.pairs < 1 or args.duration < 1 or args.connections < 1 or args.warmup < 0:
         p.error("--pairs, --duration and --connections must be at least 1, --warmup at least 0")
