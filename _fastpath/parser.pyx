@@ -321,6 +321,7 @@ cdef Py_ssize_t scan_fields(MessageHead h, const unsigned char* b, Py_ssize_t p,
     """
     cdef Py_ssize_t start, vstart, vend
     cdef unsigned char c
+    cdef int r
     cdef Header* f
     while True:
         if p >= n:
@@ -369,19 +370,10 @@ cdef Py_ssize_t scan_fields(MessageHead h, const unsigned char* b, Py_ssize_t p,
             p += 1
         vstart = p
         p = skip_value_bytes(b, p, n)
-        if p >= n:
-            return incomplete(h, n)
-        if b[p] != CR:
-            if b[p] == LF:
-                h.set_error(400, "bare_lf", "Lines must end in CRLF, not a bare LF")
-            else:
-                h.set_error(400, "invalid_header_value", "A header field value contains a control character")
-            return -1
-        if p + 1 >= n:
-            return incomplete(h, n)
-        if b[p + 1] != LF:
-            h.set_error(400, "bare_cr", "A CR must be followed by LF")
-            return -1
+        r = check_line_end(h, b, p, n, "invalid_header_value",
+                           "A header field value contains a control character")
+        if r <= 0:
+            return incomplete(h, n) if r == 0 else -1
         vend = p
         while vend > vstart and (b[vend - 1] == SP or b[vend - 1] == HTAB):
             vend -= 1
@@ -436,15 +428,17 @@ cdef Py_ssize_t scan_version(MessageHead h, const unsigned char* b, Py_ssize_t p
     return 8
 
 
-cdef int check_line_end(MessageHead h, const unsigned char* b, Py_ssize_t p, Py_ssize_t n) noexcept:
-    """CRLF at b[p:]: 2 matched, 0 incomplete, -1 error."""
+cdef int check_line_end(MessageHead h, const unsigned char* b, Py_ssize_t p, Py_ssize_t n,
+                        str stray_code, str stray_message) noexcept:
+    """CRLF at b[p:]: 2 matched, 0 incomplete, -1 error. A byte there that is neither CR nor a
+    bare LF is the caller's error (stray_code, stray_message): what it means depends on the line."""
     if p >= n:
         return 0
     if b[p] != CR:
         if b[p] == LF:
             h.set_error(400, "bare_lf", "Lines must end in CRLF, not a bare LF")
         else:
-            h.set_error(400, "bad_request_line", "The start line has unexpected bytes after the version")
+            h.set_error(400, stray_code, stray_message)
         return -1
     if p + 1 >= n:
         return 0
@@ -642,7 +636,8 @@ cdef class RequestParser(MessageHead):
         if r <= 0:
             return incomplete(self, n) if r == 0 else -1
         p += 8
-        r = check_line_end(self, b, p, n)
+        r = check_line_end(self, b, p, n, "bad_request_line",
+                           "The start line has unexpected bytes after the version")
         if r <= 0:
             return incomplete(self, n) if r == 0 else -1
         p += 2
@@ -729,13 +724,7 @@ cdef Py_ssize_t parse_response_head(ResponseParser self, const unsigned char* b,
     start = p
     while p < n and CHAR_CLASS[b[p]] & C_VALUE:
         p += 1
-    if p < n and b[p] != CR:
-        if b[p] == LF:
-            self.set_error(400, "bare_lf", "Lines must end in CRLF, not a bare LF")
-        else:
-            self.set_error(400, "bad_status_line", "The reason phrase contains a control character")
-        return -1
-    r = check_line_end(self, b, p, n)
+    r = check_line_end(self, b, p, n, "bad_status_line", "The reason phrase contains a control character")
     if r <= 0:
         return incomplete(self, n) if r == 0 else -1
     self.status = status
