@@ -18,21 +18,9 @@ import msgspec
 
 from gateway.functions import ids
 from gateway.functions.python_runtime import frames
-from gateway.functions.runtime_api import MAX_RESPONSE_BYTES, Invocation, RuntimeReply
+from gateway.functions.runtime_api import MAX_RESPONSE_BYTES, Invocation, RuntimeReply, error_type_of
 
 _KINDS = {frames.RESPONSE: "response", frames.ERROR: "error", frames.INIT_ERROR: "init_error"}
-
-
-class _ErrorType(msgspec.Struct):
-    errorType: str | None = None
-
-
-def _error_type(body: bytes) -> str:
-    try:
-        parsed = msgspec.json.decode(body, type=_ErrorType)
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return "Runtime.Unknown"
-    return parsed.errorType or "Runtime.Unknown"
 
 
 class InvocationChannel(asyncio.Protocol):
@@ -140,7 +128,7 @@ class InvocationChannel(asyncio.Protocol):
         if reply_kind == "response" and len(body) > MAX_RESPONSE_BYTES:
             self._too_large()
             return
-        error_type = None if reply_kind == "response" else _error_type(body)
+        error_type = None if reply_kind == "response" else (error_type_of(body) or "Runtime.Unknown")
         reply = RuntimeReply(
             reply_kind,  # type: ignore[arg-type]
             body,

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 import os
 import signal
 import time
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
@@ -32,6 +33,7 @@ from gateway.functions.runtime_api import Invocation, RuntimeReply
 from gateway.functions.sandbox import Instance, SandboxError, SandboxLimits, SandboxParent, start_instance
 from gateway.functions.spec import FunctionSpec, MiB
 from gateway.logs import format_utc, log, write_batched
+from gateway.tasks import cancel_and_wait
 
 # Error types a runtime reports when the sandbox ran out of memory (ours, and a Python
 # MemoryError from AWS's client): the instance is replaced, as Lambda replaces an OOM-killed one.
@@ -178,7 +180,6 @@ class FunctionPool:
         self.closed = False
         self._waiters: deque[_Queued] = deque()  # invocations waiting for an instance, oldest first
         self._launching = 0  # tasks about to start an instance (see _launch)
-        self._launches: dict[asyncio.Task[Any], _Launch] = {}
         self._parent_lock = asyncio.Lock()
         self._numbers = 0
         self._reaper: asyncio.Task[None] | None = None
@@ -205,9 +206,7 @@ class FunctionPool:
     async def close(self) -> None:
         self.closed = True
         if self._reaper is not None:
-            self._reaper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reaper
+            await cancel_and_wait(self._reaper)
         while self._waiters:
             queued = self._waiters.popleft()
             if not queued.result.done():
@@ -342,7 +341,7 @@ class FunctionPool:
             if instance is not None:
                 self._begin(instance, queued.invocation, queued.platform_lines, queued.result)
             else:
-                task = self._launch(self._start_for(queued))
+                task = self._launch(functools.partial(self._start_for, queued))
                 self._background.add(task)  # a reference while it runs; close() waits for it
                 task.add_done_callback(self._background.discard)
             return True
@@ -358,25 +357,18 @@ class FunctionPool:
         instance.idle_since = time.monotonic()
         self.idle.append(instance)
 
-    def _launch(self, start: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
-        """Run `start` (which begins by starting an instance) as a task, holding its slot from
-        now on: the room check in submit must see it before the task has run a single step."""
+    def _launch(self, start: Callable[[_Launch], Coroutine[Any, Any, T]]) -> asyncio.Task[T]:
+        """Run `start(launch)` (which begins by starting an instance) as a task, holding its slot
+        from now on: the room check in submit must see it before the task has run a single step."""
         launch = _Launch(self)
-        task = asyncio.get_running_loop().create_task(start)
+        task = asyncio.get_running_loop().create_task(start(launch))
         # A task cancelled before its first step never runs its body: give the slot back then.
-        task.add_done_callback(launch.end)
-        self._launches[task] = launch
+        task.add_done_callback(launch.over)
         return task
 
-    def _launched(self, task: asyncio.Task[Any] | None) -> None:
-        """The launch's task is starting its instance (now counted in `starting`) or is over."""
-        launch = self._launches.pop(task, None) if task is not None else None
-        if launch is not None:
-            launch.end(None)
-
-    async def _start_for(self, queued: _Queued) -> None:
+    async def _start_for(self, queued: _Queued, launch: _Launch) -> None:
         """Start an instance in a freed slot for a waiting invocation."""
-        self._launched(asyncio.current_task())
+        launch.begun()
         try:
             instance = await self._new_instance()
         except FunctionUnavailable as exc:
@@ -456,8 +448,11 @@ class FunctionPool:
             refused.set_exception(FunctionUnavailable(f"function {self.spec.name} is shut down"))
             return refused
         if len(self.instances) + self.starting + self._launching < self.spec.concurrency:
-            return self._launch(self._start_and_run(invocation, platform_lines))
-        if sum(1 for queued in self._waiters if not queued.result.done()) >= self.max_queue:
+            return self._launch(functools.partial(self._start_and_run, invocation, platform_lines))
+        if len(self._waiters) >= self.max_queue:
+            # Withdrawn entries stay until someone passes them; drop them before judging.
+            self._waiters = deque(queued for queued in self._waiters if not queued.result.done())
+        if len(self._waiters) >= self.max_queue:
             self.throttles += 1
             refused.set_exception(TooManyRequests(self.spec.name))
             return refused
@@ -469,8 +464,10 @@ class FunctionPool:
         self._arm_sweeper()
         return queued.result
 
-    async def _start_and_run(self, invocation: Invocation, platform_lines: bool) -> InvocationResult:
-        self._launched(asyncio.current_task())
+    async def _start_and_run(
+        self, invocation: Invocation, platform_lines: bool, launch: _Launch
+    ) -> InvocationResult:
+        launch.begun()
         instance = await self._new_instance()
         return await self._begin(instance, invocation, platform_lines)
 
@@ -711,16 +708,17 @@ class _Launch:
         self.pending = True
         pool._launching += 1
 
-    def end(self, task: asyncio.Task[Any] | None) -> None:
-        """The task began (task None) or is over; over without having begun, the slot is free
-        for whoever waits."""
-        if task is not None:
-            self.pool._launches.pop(task, None)
+    def begun(self) -> None:
+        """The task is starting its instance: `starting` counts it from here."""
         if self.pending:
             self.pending = False
             self.pool._launching -= 1
-            if task is not None:
-                self.pool._hand_over(None)
+
+    def over(self, _task: asyncio.Task[Any]) -> None:
+        """The task is done; if it never began, its slot goes to whoever waits."""
+        if self.pending:
+            self.begun()
+            self.pool._hand_over(None)
 
 
 @dataclass(slots=True)

@@ -78,7 +78,8 @@ class _ErrorType(msgspec.Struct):
     errorType: str | None = None
 
 
-def _error_type(body: bytes, header: str | None) -> str | None:
+def error_type_of(body: bytes, header: str | None = None) -> str | None:
+    """The errorType of a runtime's error document, else `header` (Lambda-Runtime-Function-Error-Type)."""
     try:
         parsed = msgspec.json.decode(body, type=_ErrorType)
     except (msgspec.DecodeError, msgspec.ValidationError):
@@ -342,7 +343,7 @@ class RuntimeApiProtocol(asyncio.Protocol):
             content_type = _header(request, b"content-type") or "application/json"
             error_type = None
             if kind == "error":
-                error_type = _error_type(
+                error_type = error_type_of(
                     request.body, _header(request, b"lambda-runtime-function-error-type")
                 )
             status, body = self.channel.answer(
@@ -351,7 +352,7 @@ class RuntimeApiProtocol(asyncio.Protocol):
             self._write(_response(status, body))
             return
         if path == "/2018-06-01/runtime/init/error" and method == "POST":
-            error_type = _error_type(request.body, _header(request, b"lambda-runtime-function-error-type"))
+            error_type = error_type_of(request.body, _header(request, b"lambda-runtime-function-error-type"))
             status, body = self.channel.report_init_error(
                 RuntimeReply("init_error", request.body, error_type=error_type or "Runtime.Unknown")
             )
