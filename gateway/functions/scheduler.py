@@ -44,14 +44,14 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from os import PathLike
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 import redis.asyncio as redis_asyncio
 
+from gateway.sqlite_db import SQLiteDatabase
 from gateway.tasks import cancel_and_wait
 
 from .events import DEFAULT_ORIGIN, EventOrigin, ScheduleEvent, build_schedule_event
@@ -74,7 +74,6 @@ __all__ = [
 
 logger = logging.getLogger("lambdagate.functions.scheduler")
 
-T = TypeVar("T")
 
 DEFAULT_GRACE = timedelta(minutes=5)
 DEFAULT_RETENTION = timedelta(hours=1)
@@ -229,22 +228,19 @@ CREATE TABLE IF NOT EXISTS schedule_claims (
     PRIMARY KEY (schedule, fire_time)
 ) WITHOUT ROWID
 """
-_SETUP_TIMEOUT = 10.0  # seconds a new connection keeps retrying a locked setup
 
 
 class SQLiteClaims:
     """Claims as rows of a table keyed by (schedule, fire_time) in a SQLite file shared by workers.
 
-    sqlite3 blocks, so statements run on one dedicated thread. Rows older than `retention` are
-    deleted by the claims themselves, so the table stays as small as the schedules' recent past.
+    Rows older than `retention` are deleted by the claims themselves, so the table stays as small
+    as the schedules' recent past.
     """
 
     def __init__(self, path: str | PathLike[str], *, retention: timedelta = DEFAULT_RETENTION) -> None:
         self.path = str(path)
         self._retention = retention
-        self._connection: sqlite3.Connection | None = None
-        self._executor: ThreadPoolExecutor | None = None
-        self._closed = False
+        self._db = SQLiteDatabase(path, _CLAIMS_TABLE, synchronous="NORMAL", name="claim store")
 
     @property
     def retention(self) -> timedelta:
@@ -255,70 +251,18 @@ class SQLiteClaims:
         horizon_ms = _epoch_ms(_utc_now() - self._retention)
 
         def insert(connection: sqlite3.Connection) -> bool:
-            connection.execute("BEGIN IMMEDIATE")
-            try:
-                connection.execute("DELETE FROM schedule_claims WHERE fire_time < ?", (horizon_ms,))
-                inserted = connection.execute(
-                    "INSERT OR IGNORE INTO schedule_claims (schedule, fire_time, node, claimed_at)"
-                    " VALUES (?, ?, ?, ?)",
-                    (key, fire_ms, node, time.time()),
-                ).rowcount
-            except BaseException:
-                connection.execute("ROLLBACK")
-                raise
-            connection.execute("COMMIT")
-            return inserted == 1
+            connection.execute("DELETE FROM schedule_claims WHERE fire_time < ?", (horizon_ms,))
+            inserted = connection.execute(
+                "INSERT OR IGNORE INTO schedule_claims (schedule, fire_time, node, claimed_at)"
+                " VALUES (?, ?, ?, ?)",
+                (key, fire_ms, node, time.time()),
+            ).rowcount
+            return bool(inserted == 1)
 
-        return await self._run(insert)
-
-    async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        if self._closed:
-            raise RuntimeError("the claim store is closed")
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lambdagate-schedule")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self._call, work)
-
-    def _call(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        if self._connection is None:
-            self._connection = self._connect()
-        return work(self._connection)
-
-    def _connect(self) -> sqlite3.Connection:
-        # Workers open the file at the same moment; the WAL switch and CREATE TABLE take locks the
-        # busy handler does not always wait for, so the setup is retried for a while.
-        deadline = time.monotonic() + _SETUP_TIMEOUT
-        delay = 0.01
-        while True:
-            connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            try:
-                connection.execute("PRAGMA busy_timeout = 5000")
-                connection.execute("PRAGMA journal_mode = WAL")
-                connection.execute("PRAGMA synchronous = NORMAL")
-                connection.execute(_CLAIMS_TABLE)
-                return connection
-            except sqlite3.OperationalError as exc:
-                connection.close()
-                transient = "locked" in str(exc) or "busy" in str(exc)
-                if not transient or time.monotonic() + delay > deadline:
-                    raise
-                time.sleep(delay)
-                delay = min(delay * 2, 0.2)
+        return await self._db.write(insert)
 
     async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        executor, self._executor = self._executor, None
-        if executor is None:
-            return
-
-        def close_connection() -> None:
-            if self._connection is not None:
-                self._connection.close()
-                self._connection = None
-
-        await asyncio.get_running_loop().run_in_executor(executor, close_connection)
-        executor.shutdown(wait=True)
+        await self._db.close()
 
 
 # --- the scheduler -----------------------------------------------------------------------------------
