@@ -103,17 +103,8 @@ class LogCapture:
 
     def drain(self) -> None:
         """Read what is in the pipe now: output written before a response is attributed to it."""
-        while self.open:
-            try:
-                chunk = os.read(self.fd, _READ_SIZE)
-            except BlockingIOError:
-                return
-            except OSError:
-                chunk = b""
-            if not chunk:
-                self._eof()
-                return
-            self._feed(chunk)
+        while self.open and self._read_once():
+            pass
 
     def close(self) -> None:
         self.drain()
@@ -121,16 +112,21 @@ class LogCapture:
         self._eof()
 
     def _readable(self) -> None:
+        self._read_once()
+
+    def _read_once(self) -> bool:
+        """One read from the pipe; False when it held nothing (or ended)."""
         try:
             chunk = os.read(self.fd, _READ_SIZE)
         except BlockingIOError:
-            return
+            return False
         except OSError:
             chunk = b""
         if not chunk:
             self._eof()
-            return
+            return False
         self._feed(chunk)
+        return True
 
     def _eof(self) -> None:
         if not self.open:
