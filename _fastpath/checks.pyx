@@ -121,6 +121,33 @@ cdef class KeyAuthCheck(FastCheck):
         return CHECK_PASS
 
 
+cdef int _key_source(str by) except -1:
+    """What a rate limit counts by: "consumer", "ip", "route" or "header:<name>"."""
+    if by == "consumer":
+        return BY_CONSUMER
+    if by == "ip":
+        return BY_IP
+    if by == "route":
+        return BY_ROUTE
+    if by.startswith("header:"):
+        return BY_HEADER
+    raise ValueError(f"unknown rate-limit key {by!r}")
+
+
+cdef str _rate_key(int by, bytes header_name, HttpConnection conn, const char* base):
+    """The request's key in the limiter; the client address when the chosen source is absent."""
+    if by == BY_CONSUMER:
+        if conn.consumer is not None:
+            return "c:" + conn.consumer.name
+    elif by == BY_HEADER:
+        value = _header_value(conn.gw.parser, base, header_name)
+        if value:
+            return "h:" + (<bytes>value).decode("latin-1")
+    elif by == BY_ROUTE:
+        return "r"
+    return "ip:" + conn.client_ip.decode("latin-1")
+
+
 cdef class RateLimitCheck(FastCheck):
     """rate-limit in local mode, compiled: the same buckets, keys and answers as the plugin.
 
@@ -145,29 +172,12 @@ cdef class RateLimitCheck(FastCheck):
         self.limited = 0
         if not self.limiters:
             raise ValueError("a rate-limit check needs at least one limiter")
-        if by == "consumer":
-            self.by = BY_CONSUMER
-        elif by == "ip":
-            self.by = BY_IP
-        elif by == "route":
-            self.by = BY_ROUTE
-        elif by.startswith("header:"):
-            self.by = BY_HEADER
+        self.by = _key_source(by)
+        if self.by == BY_HEADER:
             self.header_name = by[7:].strip().lower().encode("latin-1")
-        else:
-            raise ValueError(f"unknown rate-limit key {by!r}")
 
     cdef str key_for(self, HttpConnection conn, const char* base):
-        if self.by == BY_CONSUMER:
-            if conn.consumer is not None:
-                return "c:" + conn.consumer.name
-        elif self.by == BY_HEADER:
-            value = _header_value(conn.gw.parser, base, self.header_name)
-            if value:
-                return "h:" + (<bytes>value).decode("latin-1")
-        elif self.by == BY_ROUTE:
-            return "r"
-        return "ip:" + conn.client_ip.decode("latin-1")
+        return _rate_key(self.by, self.header_name, conn, base)
 
     cdef int check(self, HttpConnection conn, const char* base) except -1:
         cdef double now = monotonic()
@@ -550,29 +560,12 @@ cdef class RemoteRateLimitCheck(FastCheck):
         self.headers = headers
         self.prefix = route + "|"
         self.header_name = b""
-        if by == "consumer":
-            self.by = BY_CONSUMER
-        elif by == "ip":
-            self.by = BY_IP
-        elif by == "route":
-            self.by = BY_ROUTE
-        elif by.startswith("header:"):
-            self.by = BY_HEADER
+        self.by = _key_source(by)
+        if self.by == BY_HEADER:
             self.header_name = by[7:].strip().lower().encode("latin-1")
-        else:
-            raise ValueError(f"unknown rate-limit key {by!r}")
 
     cdef str key_for(self, HttpConnection conn, const char* base):
-        if self.by == BY_CONSUMER:
-            if conn.consumer is not None:
-                return self.prefix + "c:" + conn.consumer.name
-        elif self.by == BY_HEADER:
-            value = _header_value(conn.gw.parser, base, self.header_name)
-            if value:
-                return self.prefix + "h:" + (<bytes>value).decode("latin-1")
-        elif self.by == BY_ROUTE:
-            return self.prefix + "r"
-        return self.prefix + "ip:" + conn.client_ip.decode("latin-1")
+        return self.prefix + _rate_key(self.by, self.header_name, conn, base)
 
     cdef int check(self, HttpConnection conn, const char* base) except -1:
         if self.limiter is None:
