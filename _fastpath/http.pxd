@@ -7,7 +7,7 @@ from .parser cimport ChunkedDecoder, RequestParser
 from .accesslog cimport LogLines
 from .balance cimport Target
 from .cache cimport Entry
-from .proxy cimport ProxyClient, UpstreamPool
+from .proxy cimport ProxyClient, UpstreamConnection, UpstreamPool
 from .router cimport Router
 from .timers cimport Ticker
 
@@ -126,6 +126,7 @@ cdef class HttpConnection(ProxyClient):
     cdef void body_done(self)
     cdef void sink(self, const char* p, Py_ssize_t n, object whole)
     cdef void flush_pending(self)
+    cdef UpstreamConnection take_upstream(self, UpstreamPool pool)
     cdef void start_proxy(self, const char* base, RouteAction action, object params)
     cdef void build_upstream_head(self, const char* base, RouteAction action, object params, object target)
     cdef void send_built(self, int status, bytes body)

@@ -719,20 +719,28 @@ cdef class HttpConnection(ProxyClient):
 
     # -- proxying ---------------------------------------------------------------------------
 
-    cdef void start_proxy(self, const char* base, RouteAction action, object params):
-        cdef UpstreamPool pool = action.pool
-        cdef RequestParser rp = self.gw.parser
-        cdef int rc
+    cdef UpstreamConnection take_upstream(self, UpstreamPool pool):
+        """A connection to a target of `pool` for this request (maybe still connecting: then
+        waiting_upstream), or None after answering 502 when no target is available."""
         cdef UpstreamConnection up
-        self.hash_key = self.compute_hash_key(base, pool) if pool.hash_source else None
-        rc = pool.acquire(self, self.hash_key, None, False)
+        cdef int rc = pool.acquire(self, self.hash_key, None, False)
         if rc == ACQUIRE_NO_TARGET:
             self.respond_error(502, "no_upstream_available",
                                f"no target of upstream \"{pool.name}\" is available", not self.request_complete)
-            return
+            return None
         up = self.upstream
         self.waiting_upstream = rc == ACQUIRE_PENDING
         self.log_upstream = up.target.addr
+        return up
+
+    cdef void start_proxy(self, const char* base, RouteAction action, object params):
+        cdef UpstreamPool pool = action.pool
+        cdef RequestParser rp = self.gw.parser
+        cdef UpstreamConnection up
+        self.hash_key = self.compute_hash_key(base, pool) if pool.hash_source else None
+        up = self.take_upstream(pool)
+        if up is None:
+            return
         self.build_upstream_head(base, action, params, up.target)
         if rp.expect_continue and not self.request_complete and not self.client_http10:
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -1097,18 +1105,12 @@ cdef class HttpConnection(ProxyClient):
     cdef void start_proxy_from_view(self):
         cdef RouteAction action = self.action
         cdef UpstreamPool pool = action.pool
-        cdef int rc
         cdef UpstreamConnection up
         cdef bytes body
         self.hash_key = self.hash_key_from_view(pool) if pool.hash_source else None
-        rc = pool.acquire(self, self.hash_key, None, False)
-        if rc == ACQUIRE_NO_TARGET:
-            self.respond_error(502, "no_upstream_available",
-                               f"no target of upstream \"{pool.name}\" is available", not self.request_complete)
+        up = self.take_upstream(pool)
+        if up is None:
             return
-        up = self.upstream
-        self.waiting_upstream = rc == ACQUIRE_PENDING
-        self.log_upstream = up.target.addr
         self.wants_response_head = self.response_phase
         # Body bytes that arrived while the plugins ran wait in `pending`: the head goes first.
         body = bb_take(&self.pending)
