@@ -1,10 +1,10 @@
 """One SQLite file used from asyncio: a dedicated thread, WAL, explicit write transactions.
 
 Shared by the state store (gateway.store.embedded), the functions' durable queue, the
-idempotency store and the schedules' claims. sqlite3 blocks, so every statement runs on one thread per `SQLiteDatabase`
-(which also serialises the connection's use); the event loop only awaits. Several processes may
-open the same file: WAL lets readers proceed while one writes, and ``busy_timeout`` makes a
-writer wait for another instead of failing.
+idempotency store and the schedules' claims. sqlite3 blocks, so every statement runs on one
+thread per `SQLiteDatabase` (which also serialises the connection's use); the event loop only
+awaits. Several processes may open the same file: WAL lets readers proceed while one writes, and
+``busy_timeout`` makes a writer wait for another instead of failing.
 """
 
 from __future__ import annotations
