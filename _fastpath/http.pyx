@@ -1243,7 +1243,8 @@ cdef class HttpConnection(ProxyClient):
             self.response_view = head
             status = head.status
             fields = head.headers.items()
-        elif self.view is not None:
+        elif self.view is not None and self.chain is not None and self.chain.log:
+            # Only the log phase reads it (a handler route without log plugins skips the copy).
             self.response_view = PluginResponseHead(status, fields, self.view)
         if not self.request_complete and not self.discard_body:
             # Answering before the body was read (401 on an upload, say): drop the rest of it.

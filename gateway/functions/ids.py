@@ -12,15 +12,13 @@ from __future__ import annotations
 import os
 import time
 
-_pid = -1
 _uuid_prefix = ""
 _trace_prefix = ""
 _counter = 0
 
 
 def _reseed() -> None:
-    global _pid, _uuid_prefix, _trace_prefix, _counter
-    _pid = os.getpid()
+    global _uuid_prefix, _trace_prefix, _counter
     random = os.urandom(16).hex()
     variant = "89ab"[int(random[15], 16) & 3]
     _uuid_prefix = f"{random[0:8]}-{random[8:12]}-4{random[12:15]}-{variant}{random[16:19]}-"
@@ -28,11 +26,16 @@ def _reseed() -> None:
     _counter = int.from_bytes(os.urandom(4), "big")  # ids do not restart at 0 with the process
 
 
+# A child forked with os.fork() (the workers) draws its own random part at fork time rather
+# than comparing os.getpid() per id: glibc does not cache the pid, so that was a system call
+# per id, two per invocation.
+os.register_at_fork(after_in_child=_reseed)
+_reseed()
+
+
 def request_id() -> str:
     """A new UUID-shaped request id."""
     global _counter
-    if _pid != os.getpid():
-        _reseed()
     _counter += 1
     return f"{_uuid_prefix}{_counter & 0xFFFFFFFFFFFF:012x}"
 
@@ -40,8 +43,17 @@ def request_id() -> str:
 def trace_id() -> str:
     """An X-Ray trace header as Lambda passes one (Root=1-<8 hex time>-<24 hex>;Parent=<16 hex>;Sampled=0)."""
     global _counter
-    if _pid != os.getpid():
-        _reseed()
     _counter += 1
     count = _counter & 0xFFFFFFFFFFFF
-    return f"Root=1-{int(time.time()):08x}-{_trace_prefix}{count:012x};Parent={count:016x};Sampled=0"
+    return f"Root=1-{_epoch_hex()}-{_trace_prefix}{count:012x};Parent={count:016x};Sampled=0"
+
+
+_epoch: tuple[int, str] = (-1, "")  # the last second formatted for trace ids
+
+
+def _epoch_hex() -> str:
+    global _epoch
+    second = int(time.time())
+    if _epoch[0] != second:
+        _epoch = (second, f"{second:08x}")
+    return _epoch[1]

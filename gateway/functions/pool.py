@@ -271,10 +271,14 @@ class FunctionPool:
         finally:
             self.starting -= 1
         self.instances.add(instance)
-        instance.exited.add_done_callback(lambda _f: self._exited_while_idle(instance))
+        instance.exited.add_done_callback(lambda _f: self._exited(instance))
         return instance
 
-    def _exited_while_idle(self, instance: Instance) -> None:
+    def _exited(self, instance: Instance) -> None:
+        """The instance's process ended: settle what it was running, or drop it if idle."""
+        run = instance.run
+        if isinstance(run, _Run):
+            self._settle(run, "exit")
         if instance.state == "idle" and instance in self.instances:
             self.idle.remove(instance)
             self._discard(instance)
@@ -495,8 +499,11 @@ class FunctionPool:
             capture.note(start_line(invocation.request_id), platform=True)
         if instance.ready_at is None:
             self._set_deadline(run, self.init_timeout, "init")
-        instance.exited.add_done_callback(run.on_exit)
+        # One exit callback per instance (_exited) settles whatever it runs, not one per run.
+        instance.run = run
         run.pool = self
+        if instance.exited.done():  # it ended before this run began: _exited has been and gone
+            loop.call_soon(self._settle, run, "exit")
         try:
             instance.channel.assign(invocation)
         except BaseException:
@@ -547,7 +554,8 @@ class FunctionPool:
             return
         run.settled = True
         instance, invocation = run.instance, run.invocation
-        instance.exited.remove_done_callback(run.on_exit)
+        if instance.run is run:
+            instance.run = None
         self._runs.pop(id(invocation), None)
         try:
             result = self._result(run, why)
@@ -762,7 +770,3 @@ class _Run:
         self.reply = reply
         if self.pool is not None:
             self.pool._settle(self, "reply")
-
-    def on_exit(self, _future: asyncio.Future[int]) -> None:
-        if self.pool is not None:
-            self.pool._settle(self, "exit")

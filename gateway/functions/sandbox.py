@@ -395,6 +395,7 @@ class Instance:
         self.exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()  # replaced at spawn
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.server: asyncio.Server | None = None
+        self.run: object | None = None  # the pool's record of the invocation it runs, if any
 
     @property
     def init_duration_ms(self) -> float | None:
