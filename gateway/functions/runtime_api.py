@@ -60,7 +60,7 @@ class Invocation:
             self.on_reply(reply)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one is made per invocation, and frozen ones cost more to build
 class RuntimeReply:
     """What the instance's runtime answered for an invocation (or at init)."""
 
