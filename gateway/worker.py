@@ -43,7 +43,7 @@ def serve(config: Config, sockets: list[socket.socket], worker_id: int) -> int:
 
 
 # Young-generation collections every this many net allocations (CPython's default is 700).
-_GC_THRESHOLD = 100_000
+_GC_THRESHOLD = 20_000
 
 
 def settle_garbage_collector() -> None:
