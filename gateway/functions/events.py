@@ -281,7 +281,7 @@ def build_http_event_v2(
     query = _parse_query(raw_query)
     decoded_params = _decode_path_params(path_params)
     domain_name, domain_prefix = _domain(merged.get("host"))
-    path = unquote(raw_path)
+    path = unquote(raw_path) if "%" in raw_path else raw_path
     event = HttpEventV2(
         version="2.0",
         route_key=route_key,
