@@ -150,6 +150,7 @@ cdef class HttpConnection(ProxyClient):
     cdef void suspend_request(self, const char* base)
     cdef bint resume_request(self)
     cdef bint is_open(self)
+    cdef bint logs_to_plugins(self)
     cdef void run_log_phase(self)
     cdef void close(self)
     cdef void start_linger(self)

@@ -1243,7 +1243,7 @@ cdef class HttpConnection(ProxyClient):
             self.response_view = head
             status = head.status
             fields = head.headers.items()
-        elif self.view is not None and self.chain is not None and self.chain.log:
+        elif self.view is not None and self.logs_to_plugins():
             # Only the log phase reads it (a handler route without log plugins skips the copy).
             self.response_view = PluginResponseHead(status, fields, self.view)
         if not self.request_complete and not self.discard_body:
@@ -1322,11 +1322,15 @@ cdef class HttpConnection(ProxyClient):
     cdef bint is_open(self):
         return self.state == C_HEAD or self.state == C_BODY
 
+    cdef inline bint logs_to_plugins(self):
+        """Whether this request's plugin chain has a log phase."""
+        return self.chain is not None and bool(self.chain.log)
+
     cdef void run_log_phase(self):
         cdef RouteAction action = self.action
         view = self.view
         self.view = None
-        if action is None or self.chain is None or not self.chain.log:
+        if action is None or not self.logs_to_plugins():
             return
         head = self.response_view
         if head is None:

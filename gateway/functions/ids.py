@@ -45,15 +45,4 @@ def trace_id() -> str:
     global _counter
     _counter += 1
     count = _counter & 0xFFFFFFFFFFFF
-    return f"Root=1-{_epoch_hex()}-{_trace_prefix}{count:012x};Parent={count:016x};Sampled=0"
-
-
-_epoch: tuple[int, str] = (-1, "")  # the last second formatted for trace ids
-
-
-def _epoch_hex() -> str:
-    global _epoch
-    second = int(time.time())
-    if _epoch[0] != second:
-        _epoch = (second, f"{second:08x}")
-    return _epoch[1]
+    return f"Root=1-{int(time.time()):08x}-{_trace_prefix}{count:012x};Parent={count:016x};Sampled=0"

@@ -26,7 +26,7 @@ import struct
 LENGTH = struct.Struct("<I")
 HEADER_LENGTH = struct.Struct("<H")
 REPLY_HEAD = struct.Struct("<IBII")  # length, kind, max RSS KiB, CPU ms
-_INVOCATION_HEAD = struct.Struct("<IH")  # length, header length (one pack per invocation)
+_INVOCATION_HEAD = struct.Struct("<IH")  # LENGTH then HEADER_LENGTH, packed in one call
 
 READY = 1
 RESPONSE = 2
@@ -45,9 +45,8 @@ def invocation_frame(
     cognito_identity: str | None,
     payload: bytes,
 ) -> bytes:
-    header = (
-        f"{request_id}\0{deadline_ms}\0{function_arn}\0{trace_id}\0{client_context or ''}\0"
-        f"{cognito_identity or ''}"
+    header = SEPARATOR.join(
+        (request_id, str(deadline_ms), function_arn, trace_id, client_context or "", cognito_identity or "")
     ).encode()
     # One join: the payload (the event) is copied once, not once per concatenation.
     return b"".join(
