@@ -65,7 +65,8 @@ class FunctionRoute:
             time_ms=int(time.time() * 1000),
         )
         invocation = self.pool.submit(encode_event(event), request_id=aws_request_id, log_tail=False)
-        response: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+        # The pool's loop: asyncio.get_running_loop() is a getpid() system call on Python 3.11.
+        response: asyncio.Future[Response] = self.pool.event_loop().create_future()
 
         def respond(done: asyncio.Future[InvocationResult]) -> None:
             if response.done():  # the client went away (the engine cancelled the response)

@@ -188,11 +188,21 @@ class FunctionPool:
         self._runs: dict[int, _Run] = {}
         self._sweeper: asyncio.TimerHandle | None = None  # the next deadline sweep, while any run
         self._background: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None  # see event_loop
         # metrics
         self.invocations = self.errors = self.throttles = self.timeouts = self.cold_starts = 0
         self.duration_total = self.duration_max = self.init_total = 0.0
         self.max_memory_mb = 0
         self.last_error: str | None = None
+
+    def event_loop(self) -> asyncio.AbstractEventLoop:
+        """The worker's running loop, looked up once. Python 3.11's asyncio.get_running_loop()
+        makes a getpid() system call every time (to notice a fork), and an invocation asked for
+        it three times; the pool is used from one loop for its life."""
+        loop = self._loop
+        if loop is None or loop.is_closed():  # the first use (or a test's new loop)
+            loop = self._loop = asyncio.get_running_loop()
+        return loop
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -441,7 +451,7 @@ class FunctionPool:
             cognito_identity,
         )
         platform_lines = log_tail or self.spec.platform_logs
-        loop = asyncio.get_running_loop()
+        loop = self.event_loop()
         while self.idle and not self.closed:
             instance = self.idle.pop()
             if not instance.exited.done():
@@ -484,7 +494,7 @@ class FunctionPool:
     ) -> asyncio.Future[InvocationResult]:
         """Hand the invocation to the instance; whichever comes first of its answer, its exit
         and its deadline settles it (_settle), which resolves `result` (a new future if None)."""
-        loop = asyncio.get_running_loop()
+        loop = self.event_loop()
         if result is None:
             result = loop.create_future()
         run = _Run(instance, invocation, cold=instance.invocations == 0, result=result)
@@ -524,17 +534,17 @@ class FunctionPool:
         One sweep of the invocations in flight every DEADLINE_RESOLUTION rather than a timer per
         invocation: a timer armed and cancelled per request costs more than the sweeps.
         """
-        run.deadline = asyncio.get_running_loop().time() + seconds
+        run.deadline = self.event_loop().time() + seconds
         run.expiry = why
         self._arm_sweeper()
 
     def _arm_sweeper(self) -> None:
         if self._sweeper is None:
-            self._sweeper = asyncio.get_running_loop().call_later(DEADLINE_RESOLUTION, self._sweep_deadlines)
+            self._sweeper = self.event_loop().call_later(DEADLINE_RESOLUTION, self._sweep_deadlines)
 
     def _sweep_deadlines(self) -> None:
         """Settle invocations past their deadline; refuse waiting ones past their queue timeout."""
-        loop = asyncio.get_running_loop()
+        loop = self.event_loop()
         now = loop.time()
         for run in [run for run in self._runs.values() if run.deadline <= now]:
             self._settle(run, run.expiry)

@@ -43,15 +43,24 @@ def _json_header(value: str | None) -> dict[str, Any] | None:
 
 
 _fields: tuple[str | None, ...] | None = None
-_fields_pid = -1
+
+
+def _forget_fields() -> None:
+    global _fields
+    _fields = None
+
+
+# An instance is forked from the zygote and sets its log stream name after the fork: read the
+# fields anew in each child. (Not by comparing os.getpid() per invocation: glibc does not cache
+# the pid, so that was a system call per invocation.)
+os.register_at_fork(after_in_child=_forget_fields)
 
 
 def _instance_fields() -> tuple[str | None, ...]:
-    """The context's fields that come from the instance's environment (read once per process:
-    the log stream name is set in the instance after the fork)."""
-    global _fields, _fields_pid
-    if _fields is None or _fields_pid != os.getpid():
-        _fields_pid = os.getpid()
+    """The context's fields that come from the instance's environment (read once per process,
+    at its first invocation)."""
+    global _fields
+    if _fields is None:
         _fields = tuple(
             os.environ.get(name)
             for name in (
