@@ -8,7 +8,7 @@ import socket
 import threading
 import time
 
-from gateway.functions.python_runtime import client, frames
+from gateway.functions.python_runtime import client, context, frames
 from gateway.functions.python_runtime.context import LambdaContext
 
 
@@ -72,3 +72,31 @@ def test_the_loop_answers_each_frame_with_the_handlers_result_and_its_trace_id()
         gateway.close()
         thread.join(5)
         instance.close()
+
+
+def test_a_forked_instance_reads_its_own_context_fields() -> None:
+    # An instance is forked from the zygote and sets its log stream name afterwards; fields
+    # the parent had already read must not carry over into the child.
+    os.environ["AWS_LAMBDA_LOG_STREAM_NAME"] = "parent-stream"
+    context._forget_fields()  # earlier tests in this process may have read them already
+    try:
+        assert LambdaContext("r", 0, None, None, None).log_stream_name == "parent-stream"
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: report what a context says after the environment changed
+            try:
+                os.environ["AWS_LAMBDA_LOG_STREAM_NAME"] = "child-stream"
+                os.write(write_end, (LambdaContext("r", 0, None, None, None).log_stream_name or "").encode())
+            finally:
+                os._exit(0)
+        os.close(write_end)
+        with os.fdopen(read_end, "rb") as reader:
+            seen = reader.read()
+        os.waitpid(pid, 0)
+        assert seen == b"child-stream"
+        # And the parent keeps the fields it read once.
+        os.environ["AWS_LAMBDA_LOG_STREAM_NAME"] = "changed-later"
+        assert LambdaContext("r", 0, None, None, None).log_stream_name == "parent-stream"
+    finally:
+        del os.environ["AWS_LAMBDA_LOG_STREAM_NAME"]
+        context._forget_fields()
