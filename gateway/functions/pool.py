@@ -197,8 +197,8 @@ class FunctionPool:
 
     def event_loop(self) -> asyncio.AbstractEventLoop:
         """The worker's running loop, looked up once. Python 3.11's asyncio.get_running_loop()
-        makes a getpid() system call every time (to notice a fork), and an invocation asked for
-        it three times; the pool is used from one loop for its life."""
+        makes a getpid() system call every time (to notice a fork): the pool asked three times
+        per invocation, the HTTP route once more. The pool is used from one loop for its life."""
         loop = self._loop
         if loop is None or loop.is_closed():  # the first use (or a test's new loop)
             loop = self._loop = asyncio.get_running_loop()

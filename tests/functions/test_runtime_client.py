@@ -1,4 +1,5 @@
-"""The python runtime's invocation loop, in-process: trace ids without a leak, frames both ways."""
+"""The python runtime's invocation loop, in-process: trace ids without a leak, frames both ways,
+context fields read anew after a fork."""
 
 from __future__ import annotations
 
