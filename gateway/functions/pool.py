@@ -200,7 +200,7 @@ class FunctionPool:
         makes a getpid() system call every time (to notice a fork): the pool asked three times
         per invocation, the HTTP route once more. The pool is used from one loop for its life."""
         loop = self._loop
-        if loop is None or loop.is_closed():  # the first use (or a test's new loop)
+        if loop is None:
             loop = self._loop = asyncio.get_running_loop()
         return loop
 
