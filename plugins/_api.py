@@ -158,6 +158,46 @@ class Consumer:
     metadata: Mapping[str, str] = field(default_factory=dict)
 
 
+class _PhaseCell:
+    """The phase a request is in, shared by the request and its guards."""
+
+    __slots__ = ("phase",)
+
+    def __init__(self, phase: Phase) -> None:
+        self.phase = phase
+
+
+def _check_request_phase(phase: Phase, action: str) -> None:
+    if phase is not Phase.ACCESS and phase is not Phase.REWRITE:
+        raise PhaseError(f"cannot {action} of the request in the {phase} phase")
+
+
+class _RequestGuard:
+    """The request headers' guard: writable in ACCESS and REWRITE."""
+
+    __slots__ = ("_cell",)
+
+    def __init__(self, cell: _PhaseCell) -> None:
+        self._cell = cell
+
+    def __call__(self, action: str) -> None:
+        _check_request_phase(self._cell.phase, action)
+
+
+class _ResponseGuard:
+    """The response headers' guard: writable in RESPONSE."""
+
+    __slots__ = ("_cell",)
+
+    def __init__(self, cell: _PhaseCell) -> None:
+        self._cell = cell
+
+    def __call__(self, action: str) -> None:
+        phase = self._cell.phase
+        if phase is not Phase.RESPONSE:
+            raise PhaseError(f"cannot {action} of the response in the {phase} phase")
+
+
 class Request:
     """The client request as plugins see it. Mutable in ACCESS and REWRITE only."""
 
@@ -175,11 +215,14 @@ class Request:
         path_params: Mapping[str, str] | None = None,
         content_length: int | None = None,
     ) -> None:
-        self.phase = Phase.ACCESS
+        # The phase lives in a cell the headers' guard shares, not behind a bound method of the
+        # request: request -> headers -> guard -> request would be a reference cycle per
+        # request, garbage only the cyclic collector frees (it took ~4 % of a busy worker).
+        self._phase = _PhaseCell(Phase.ACCESS)
         self.method = method
         self._path = path
         self._query = query
-        self.headers = Headers(headers, self._guard_request)
+        self.headers = Headers(headers, _RequestGuard(self._phase))
         self.client_ip = client_ip
         self.route = route
         self.request_id = request_id
@@ -190,9 +233,16 @@ class Request:
         self.ctx: dict[str, Any] = {}  # per-request scratch space shared by the route's plugins
         self.path_changed = False
 
+    @property
+    def phase(self) -> Phase:
+        return self._phase.phase
+
+    @phase.setter
+    def phase(self, value: Phase) -> None:
+        self._phase.phase = value
+
     def _guard_request(self, action: str) -> None:
-        if self.phase not in (Phase.ACCESS, Phase.REWRITE):
-            raise PhaseError(f"cannot {action} of the request in the {self.phase} phase")
+        _check_request_phase(self._phase.phase, action)
 
     @property
     def path(self) -> str:
@@ -230,13 +280,8 @@ class ResponseHead:
 
     def __init__(self, status: int, headers: Iterable[tuple[str, str]], request: Request) -> None:
         self.status = status
-        self._request = request
-        self.headers = Headers(headers, self._guard)
+        self.headers = Headers(headers, _ResponseGuard(request._phase))  # no cycle, as Request's
         self.bytes_sent = 0
-
-    def _guard(self, action: str) -> None:
-        if self._request.phase is not Phase.RESPONSE:
-            raise PhaseError(f"cannot {action} of the response in the {self._request.phase} phase")
 
 
 @dataclass

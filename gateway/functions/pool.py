@@ -564,6 +564,9 @@ class FunctionPool:
             return
         run.settled = True
         instance, invocation = run.instance, run.invocation
+        # invocation -> on_reply (a bound method of run) -> run -> invocation is a cycle only the
+        # cyclic collector would free, with the result and its future hanging from it.
+        invocation.on_reply = None
         if instance.run is run:
             instance.run = None
         self._runs.pop(id(invocation), None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import json
 import os
@@ -39,6 +40,25 @@ def test_plain_handler_answers_and_logs_like_lambda() -> None:
         assert first.init_duration_ms is not None and second.init_duration_ms is None
         assert "Init Duration" not in second.log_tail.decode()
         assert sink.messages("req-2")[1:3] == ["line one", "line two"]
+
+    run(main())
+
+
+def test_a_settled_invocation_leaves_no_reference_cycle() -> None:
+    """Its invocation, run, reply and result go with reference counting: garbage left for the
+    cyclic collector, one set per invocation, cost a busy worker ~5 % of its CPU."""
+
+    async def main() -> None:
+        async with started_pool(spec("chatty")) as pool:
+            await pool.invoke(b"{}")  # the cold start's one-off objects
+            gc.collect()
+            gc.disable()
+            try:
+                for _ in range(3):
+                    await pool.invoke(b"{}")
+                assert gc.collect() == 0  # nothing was left for the cyclic collector
+            finally:
+                gc.enable()
 
     run(main())
 
