@@ -22,6 +22,7 @@ from gateway.functions.events import (
     result_to_response,
     route_key,
 )
+from gateway.functions.inline_http import HTTP_V2, encode_request_parts
 from gateway.functions.pool import FunctionPool, FunctionUnavailable, InvocationResult, TooManyRequests
 from gateway.logs import log
 from gateway.plugins import Request, Response
@@ -45,26 +46,45 @@ class FunctionRoute:
         self.path_pattern = path_pattern
         self.methods = methods
         self._route_keys: dict[str, str] = {}  # request method -> routeKey
+        self._inline = payload == "2.0" and pool.spec.runtime == "python"
 
     def __call__(self, request: Request, body: bytes) -> asyncio.Future[Response]:
         """The response, as a future: no coroutine or task per request (the engine accepts a
         future from a route handler as it is)."""
         # Lambda's request id is a UUID; the gateway's own id still travels in X-Request-Id.
         aws_request_id = ids.request_id()
-        build = build_http_event_v2 if self.payload == "2.0" else build_rest_event_v1
-        event = build(
-            method=request.method,
-            raw_path=request.path,
-            raw_query=request.query,
-            headers=request.headers.items(),
-            body=body,
-            client_ip=request.client_ip,
-            route_key=self._route_key(request.method),
-            path_params=request.path_params or None,
-            request_id=aws_request_id,
-            time_ms=int(time.time() * 1000),
-        )
-        invocation = self.pool.submit(encode_event(event), request_id=aws_request_id, log_tail=False)
+        method, headers, path_params = request.method, request.headers.items(), request.path_params or None
+        time_ms = int(time.time() * 1000)
+        if self._inline:  # the instance builds the event and maps the result (inline_http)
+            payload = encode_request_parts(
+                method=method,
+                raw_path=request.path,
+                raw_query=request.query,
+                headers=headers,
+                body=body,
+                client_ip=request.client_ip,
+                route_key=self._route_key(method),
+                path_params=path_params,
+                request_id=aws_request_id,
+                time_ms=time_ms,
+            )
+            shape = HTTP_V2
+        else:
+            build = build_http_event_v2 if self.payload == "2.0" else build_rest_event_v1
+            event = build(
+                method=method,
+                raw_path=request.path,
+                raw_query=request.query,
+                headers=headers,
+                body=body,
+                client_ip=request.client_ip,
+                route_key=self._route_key(method),
+                path_params=path_params,
+                request_id=aws_request_id,
+                time_ms=time_ms,
+            )
+            payload, shape = encode_event(event), ""
+        invocation = self.pool.submit(payload, request_id=aws_request_id, log_tail=False, shape=shape)
         # The pool's loop: asyncio.get_running_loop() is a getpid() system call on Python 3.11.
         response: asyncio.Future[Response] = self.pool.event_loop().create_future()
 
@@ -108,6 +128,8 @@ class FunctionRoute:
         result = done.result()
         if result.function_error is not None:
             status, headers, payload = function_error_response(self.payload)
+        elif result.http is not None:
+            status, headers, payload = result.http
         else:
             status, headers, payload = result_to_response(self.payload, result.payload)
         return Response(status, payload, list(headers))

@@ -17,10 +17,16 @@ from typing import cast
 import msgspec
 
 from gateway.functions import ids
+from gateway.functions.inline_http import decode_http_reply
 from gateway.functions.python_runtime import frames
 from gateway.functions.runtime_api import MAX_RESPONSE_BYTES, Invocation, RuntimeReply, error_type_of
 
-_KINDS = {frames.RESPONSE: "response", frames.ERROR: "error", frames.INIT_ERROR: "init_error"}
+_KINDS = {
+    frames.RESPONSE: "response",
+    frames.RESPONSE_HTTP: "response",
+    frames.ERROR: "error",
+    frames.INIT_ERROR: "init_error",
+}
 
 
 class InvocationChannel(asyncio.Protocol):
@@ -72,6 +78,7 @@ class InvocationChannel(asyncio.Protocol):
                     invocation.client_context,
                     invocation.cognito_identity,
                     invocation.payload,
+                    invocation.shape,
                 )
             )
         if self.on_delivered is not None:
@@ -129,12 +136,21 @@ class InvocationChannel(asyncio.Protocol):
             self._too_large()
             return
         error_type = None if reply_kind == "response" else (error_type_of(body) or "Runtime.Unknown")
+        http = None
+        if kind == frames.RESPONSE_HTTP:
+            try:
+                http = decode_http_reply(body)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                self._protocol_error("an HTTP response frame that does not decode")
+                return
+            body = b""
         reply = RuntimeReply(
             reply_kind,  # type: ignore[arg-type]
             body,
             error_type=error_type,
             max_rss_kib=max_rss_kib,
             cpu_ms=cpu_ms,
+            http=http,
         )
         if reply_kind == "init_error":
             self.init_error = reply

@@ -76,6 +76,8 @@ class InvocationResult:
     init_duration_ms: float | None  # set on a cold start
     max_memory_mb: int
     content_type: str = "application/json"
+    # The HTTP response a shaped invocation was answered with (then payload is empty).
+    http: tuple[int, list[tuple[str, str]], bytes] | None = None
 
     def error(self) -> dict[str, object] | None:
         """The decoded error document ({errorType, errorMessage, stackTrace, ...}), if failed."""
@@ -430,9 +432,12 @@ class FunctionPool:
         timeout: float | None = None,
         queue_timeout: float | None = None,
         log_tail: bool = True,
+        shape: str = "",
     ) -> asyncio.Future[InvocationResult]:
         """Start an invocation; the future resolves with its result (or TooManyRequests,
         FunctionUnavailable). With an idle instance at hand this starts it at once, with no task.
+
+        ``shape``: what the payload is, for the built-in python runtime (Invocation.shape).
 
         ``log_tail=False``: the caller will not read the result's log_tail (an HTTP route), so
         with platform logs off (system_log_level WARN) START/END/REPORT are not even made.
@@ -449,6 +454,7 @@ class FunctionPool:
             trace_id,
             client_context,
             cognito_identity,
+            shape=shape,
         )
         platform_lines = log_tail or self.spec.platform_logs
         loop = self.event_loop()
@@ -600,9 +606,10 @@ class FunctionPool:
         error_type: str | None = None
         payload = b""
         content_type = "application/json"
+        http = None
         notes: list[str] = []  # what the gateway writes into the invocation's log
         if reply is not None and reply.kind == "response":
-            payload, content_type = reply.body, reply.content_type
+            payload, content_type, http = reply.body, reply.content_type, reply.http
             if reply.retire:
                 instance.state = "dead"
         elif reply is not None and reply.error_type in OUT_OF_MEMORY_TYPES:
@@ -682,6 +689,7 @@ class FunctionPool:
             init_duration_ms=init_ms,
             max_memory_mb=max_memory_mb,
             content_type=content_type,
+            http=http,
         )
 
     def _count(self, result: InvocationResult) -> None:

@@ -48,6 +48,9 @@ class Invocation:
     cognito_identity: str | None = None
     deadline_ms: int = 0  # epoch ms, set when the runtime receives the event
     delivered_at: float | None = None  # time.perf_counter() at that moment
+    # "": payload is the JSON event; inline_http.HTTP_V2: an HTTP request's parts (built-in
+    # python runtime only), answered with the mapped HTTP response (RuntimeReply.http).
+    shape: str = ""
     on_reply: Callable[[RuntimeReply], None] | None = field(default=None, repr=False)
     replied: bool = False
 
@@ -72,6 +75,8 @@ class RuntimeReply:
     # What the built-in runtime reports of itself with each answer (None from the Runtime API).
     max_rss_kib: int | None = None
     cpu_ms: int | None = None
+    # A response to a shaped invocation: (status, headers, body) as API Gateway maps the result.
+    http: tuple[int, list[tuple[str, str]], bytes] | None = None
 
 
 class _ErrorType(msgspec.Struct):

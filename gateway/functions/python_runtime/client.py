@@ -22,6 +22,7 @@ from typing import Any
 
 import msgspec
 
+from gateway.functions import inline_http
 from gateway.functions.python_runtime import frames
 from gateway.functions.python_runtime.context import LambdaContext
 
@@ -188,16 +189,26 @@ def serve(channel: InvocationSocket, handler: Handler | None, init_error: dict[s
         (header_length,) = frames.HEADER_LENGTH.unpack_from(frame)
         body_start = frames.HEADER_LENGTH.size + header_length
         header = frame[frames.HEADER_LENGTH.size : body_start].decode().split(frames.SEPARATOR)
-        request_id, deadline_ms, function_arn, trace_id, client_context, cognito_identity = header
+        request_id, deadline_ms, function_arn, trace_id, client_context, cognito_identity, shape = header
         body = frame[body_start:]
         set_trace_id(trace_id)
         context = LambdaContext(
             request_id, int(deadline_ms), function_arn, client_context or None, cognito_identity or None
         )
+        kind = frames.RESPONSE
         try:
-            event = decode_event(body)
-            result = handler(event, context)
-            response = encode_result(result)
+            if shape:  # an HTTP route's request: the event is built here, the result mapped here
+                event = inline_http.event_from_parts(body)
+                result = handler(event, context)
+                mapped = inline_http.http_reply(result, encode_result)
+                if mapped is None:  # too large a response: as JSON, for the gateway to refuse
+                    response = encode_result(result)
+                else:
+                    response, kind = mapped, frames.RESPONSE_HTTP
+            else:
+                event = decode_event(body)
+                result = handler(event, context)
+                response = encode_result(result)
         except MemoryError as exc:
             # The sandbox is out of memory: report it and go, so the gateway replaces this instance.
             sys.stdout.flush()
@@ -224,7 +235,7 @@ def serve(channel: InvocationSocket, handler: Handler | None, init_error: dict[s
             # Output written during the invocation must be in the pipe before the response: the
             # gateway drains the pipe when the response arrives to attribute it to this request.
             _flush()
-            channel.send(frames.RESPONSE, response)
+            channel.send(kind, response)
 
 
 class _Tagged(Exception):

@@ -9,11 +9,14 @@ client) speak the real Runtime API.
 
     gateway -> instance   u32 length | u16 header length | header | event payload
                           header = request id, deadline ms, function ARN, trace id, client
-                          context, cognito identity, joined by NUL (UTF-8; JSON texts cannot
-                          hold a raw NUL, ids and ARNs do not)
+                          context, cognito identity, shape, joined by NUL (UTF-8; JSON texts
+                          cannot hold a raw NUL, ids and ARNs do not)
+                          shape: "" (the payload is the JSON event) or "http2" (the payload is an
+                          HTTP request's parts, see gateway.functions.inline_http)
     instance -> gateway   u32 length | u8 kind | u32 max RSS (KiB) | u32 CPU time (ms) | body
                           kind: READY (first frame: initialised, ready for events), RESPONSE,
-                          ERROR (body: AWS's error document), INIT_ERROR (then it exits)
+                          ERROR (body: AWS's error document), INIT_ERROR (then it exits),
+                          RESPONSE_HTTP (to a shaped invocation: the mapped HTTP response)
 
 The length counts what follows it. The instance reports its own peak resident size and CPU
 time with every answer (one getrusage call), so the gateway need not read /proc per invocation.
@@ -32,6 +35,7 @@ READY = 1
 RESPONSE = 2
 ERROR = 3
 INIT_ERROR = 4
+RESPONSE_HTTP = 5
 
 SEPARATOR = "\0"
 
@@ -44,9 +48,18 @@ def invocation_frame(
     client_context: str | None,
     cognito_identity: str | None,
     payload: bytes,
+    shape: str = "",
 ) -> bytes:
     header = SEPARATOR.join(
-        (request_id, str(deadline_ms), function_arn, trace_id, client_context or "", cognito_identity or "")
+        (
+            request_id,
+            str(deadline_ms),
+            function_arn,
+            trace_id,
+            client_context or "",
+            cognito_identity or "",
+            shape,
+        )
     ).encode()
     # One join: the payload (the event) is copied once, not once per concatenation.
     return b"".join(
