@@ -18,12 +18,13 @@ _counter = 0
 
 
 def _reseed() -> None:
-    global _uuid_prefix, _trace_prefix, _counter
+    global _uuid_prefix, _trace_prefix, _counter, _trace_root
     random = os.urandom(16).hex()
     variant = "89ab"[int(random[15], 16) & 3]
     _uuid_prefix = f"{random[0:8]}-{random[8:12]}-4{random[12:15]}-{variant}{random[16:19]}-"
     _trace_prefix = random[19:31]
     _counter = int.from_bytes(os.urandom(4), "big")  # ids do not restart at 0 with the process
+    _trace_root = (-1, "")  # it holds the prefix drawn before
 
 
 # A child forked with os.fork() (the workers) draws its own random part at fork time rather
@@ -40,9 +41,15 @@ def request_id() -> str:
     return f"{_uuid_prefix}{_counter & 0xFFFFFFFFFFFF:012x}"
 
 
+_trace_root: tuple[int, str] = (-1, "")  # the last second's "Root=1-<time>-<prefix>"
+
+
 def trace_id() -> str:
     """An X-Ray trace header as Lambda passes one (Root=1-<8 hex time>-<24 hex>;Parent=<16 hex>;Sampled=0)."""
-    global _counter
+    global _counter, _trace_root
     _counter += 1
-    count = _counter & 0xFFFFFFFFFFFF
-    return f"Root=1-{int(time.time()):08x}-{_trace_prefix}{count:012x};Parent={count:016x};Sampled=0"
+    count = f"{_counter & 0xFFFFFFFFFFFF:012x}"
+    second = int(time.time())
+    if _trace_root[0] != second:  # once a second, not once per invocation
+        _trace_root = (second, f"Root=1-{second:08x}-{_trace_prefix}")
+    return f"{_trace_root[1]}{count};Parent=0000{count};Sampled=0"
