@@ -19,7 +19,7 @@ from typing import Any, Final
 import msgspec
 
 from gateway.functions.events import HttpResult, build_http_event_v2, result_to_response_v2
-from gateway.functions.runtime_api import MAX_RESPONSE_BYTES
+from gateway.functions.spec import MAX_RESPONSE_BYTES  # (runtime_api would import asyncio here)
 
 # The invocation frame's "shape" field: its payload is request parts, the answer an HTTP frame.
 HTTP_V2: Final = "http2"

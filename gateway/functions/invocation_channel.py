@@ -19,7 +19,8 @@ import msgspec
 from gateway.functions import ids
 from gateway.functions.inline_http import decode_http_reply
 from gateway.functions.python_runtime import frames
-from gateway.functions.runtime_api import MAX_RESPONSE_BYTES, Invocation, RuntimeReply, error_type_of
+from gateway.functions.runtime_api import Invocation, RuntimeReply, error_type_of
+from gateway.functions.spec import MAX_RESPONSE_BYTES
 
 _KINDS = {
     frames.RESPONSE: "response",

@@ -25,10 +25,9 @@ import msgspec
 
 from gateway._fastpath.parser import Incomplete, ParsedRequest, ParseError, parse_request
 from gateway.functions import ids
+from gateway.functions.spec import MAX_RESPONSE_BYTES
 
 API_VERSION = "2018-06-01"
-# AWS's synchronous response limit, and the number its error messages print.
-MAX_RESPONSE_BYTES = 6291556
 _MAX_HEAD = 65536
 
 ReplyKind = Literal["response", "error", "init_error"]

@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Literal
 
 MiB = 1024 * 1024
+# AWS's synchronous response limit, and the number its error messages print.
+MAX_RESPONSE_BYTES = 6291556
 
 RuntimeName = Literal["python", "provided"]
 

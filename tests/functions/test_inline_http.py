@@ -18,7 +18,7 @@ from gateway.functions.inline_http import (
     http_reply,
 )
 from gateway.functions.python_runtime.client import _Tagged, encode_result
-from gateway.functions.runtime_api import MAX_RESPONSE_BYTES
+from gateway.functions.spec import MAX_RESPONSE_BYTES
 
 header_names = st.sampled_from(["Host", "Cookie", "Content-Type", "User-Agent", "X-A", "x-a", "Accept"])
 latin1 = st.characters(min_codepoint=32, max_codepoint=255, exclude_characters="\x7f")

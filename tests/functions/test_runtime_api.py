@@ -11,12 +11,12 @@ from contextlib import asynccontextmanager
 
 from gateway._fastpath.parser import Incomplete, ParsedResponse, parse_response
 from gateway.functions.runtime_api import (
-    MAX_RESPONSE_BYTES,
     Invocation,
     RuntimeApiProtocol,
     RuntimeChannel,
     RuntimeReply,
 )
+from gateway.functions.spec import MAX_RESPONSE_BYTES
 from tests.functions.sandbox_support import run
 
 NEXT = "/2018-06-01/runtime/invocation/next"
