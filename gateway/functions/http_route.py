@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from gateway.functions import ids
 from gateway.functions.events import (
@@ -46,45 +47,30 @@ class FunctionRoute:
         self.path_pattern = path_pattern
         self.methods = methods
         self._route_keys: dict[str, str] = {}  # request method -> routeKey
-        self._inline = payload == "2.0" and pool.spec.runtime == "python"
+        # A python function's instance builds the event and maps the result (inline_http).
+        inline = payload == "2.0" and pool.spec.runtime == "python"
+        self._encode: Callable[..., bytes] = encode_request_parts if inline else self._encoded_event
+        self._shape = HTTP_V2 if inline else ""
 
     def __call__(self, request: Request, body: bytes) -> asyncio.Future[Response]:
         """The response, as a future: no coroutine or task per request (the engine accepts a
         future from a route handler as it is)."""
         # Lambda's request id is a UUID; the gateway's own id still travels in X-Request-Id.
         aws_request_id = ids.request_id()
-        method, headers, path_params = request.method, request.headers.items(), request.path_params or None
-        time_ms = int(time.time() * 1000)
-        if self._inline:  # the instance builds the event and maps the result (inline_http)
-            payload = encode_request_parts(
-                method=method,
-                raw_path=request.path,
-                raw_query=request.query,
-                headers=headers,
-                body=body,
-                client_ip=request.client_ip,
-                route_key=self._route_key(method),
-                path_params=path_params,
-                request_id=aws_request_id,
-                time_ms=time_ms,
-            )
-            shape = HTTP_V2
-        else:
-            build = build_http_event_v2 if self.payload == "2.0" else build_rest_event_v1
-            event = build(
-                method=method,
-                raw_path=request.path,
-                raw_query=request.query,
-                headers=headers,
-                body=body,
-                client_ip=request.client_ip,
-                route_key=self._route_key(method),
-                path_params=path_params,
-                request_id=aws_request_id,
-                time_ms=time_ms,
-            )
-            payload, shape = encode_event(event), ""
-        invocation = self.pool.submit(payload, request_id=aws_request_id, log_tail=False, shape=shape)
+        method = request.method
+        payload = self._encode(
+            method=method,
+            raw_path=request.path,
+            raw_query=request.query,
+            headers=request.headers.items(),
+            body=body,
+            client_ip=request.client_ip,
+            route_key=self._route_key(method),
+            path_params=request.path_params or None,
+            request_id=aws_request_id,
+            time_ms=int(time.time() * 1000),
+        )
+        invocation = self.pool.submit(payload, request_id=aws_request_id, log_tail=False, shape=self._shape)
         # The pool's loop: asyncio.get_running_loop() is a getpid() system call on Python 3.11.
         response: asyncio.Future[Response] = self.pool.event_loop().create_future()
 
@@ -100,6 +86,10 @@ class FunctionRoute:
 
         invocation.add_done_callback(respond)
         return response
+
+    def _encoded_event(self, **fields: Any) -> bytes:
+        build = build_http_event_v2 if self.payload == "2.0" else build_rest_event_v1
+        return encode_event(build(**fields))
 
     def _route_key(self, method: str) -> str:
         key = self._route_keys.get(method)
